@@ -36,6 +36,7 @@ class SolverInfo:
     default: bool = False
     stochastic: bool = False
     accepts: Callable[[Any], str | None] | None = field(default=None, repr=False)
+    example: Callable[[], Any] | None = field(default=None, repr=False)
     summary: str = ""
 
     def refusal(self, problem: Any) -> str | None:
@@ -60,6 +61,7 @@ def register(
     default: bool = False,
     stochastic: bool = False,
     accepts: Callable[[Any], str | None] | None = None,
+    example: Callable[[], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a solver function under ``name``.
 
@@ -81,6 +83,9 @@ def register(
         Whether it draws random numbers (and so uses ``seed``).
     accepts
         Optional finer check: returns ``None`` when the problem is accepted, else the reason it is not.
+    example
+        A factory of a small problem this solver solves with its default options in well under a second; the
+        registry-wide contract tests run every solver on its example.
     """
     types = (problem_types,) if isinstance(problem_types, type) else tuple(problem_types)
     bad = [b for b in backends if b not in BACKENDS]
@@ -109,6 +114,7 @@ def register(
             default=default,
             stochastic=stochastic,
             accepts=accepts,
+            example=example,
             summary=doc[0] if doc else "",
         )
         func.solver_info = _REGISTRY[name]  # type: ignore[attr-defined]

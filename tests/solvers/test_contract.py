@@ -1,7 +1,6 @@
-"""Contract tests over the whole registry: every registered solver on a canned problem it accepts.
+"""Contract tests over the whole registry: every registered solver on the example problem it registered.
 
-Each solver module contributes canned problems through ``CANNED`` below (problem factory per method). A solver
-registered without a canned problem fails this test, so the contract cannot silently skip new methods.
+A solver registered without ``example=`` fails here, so the contract cannot silently skip new methods.
 """
 
 from __future__ import annotations
@@ -10,29 +9,15 @@ import numpy as np
 import pytest
 
 import optkit
-from optkit.problems import Entropic, TransportProblem
 from optkit.solvers import registry
 from optkit.solvers.loop import IterationState
 
 
-def _small_entropic() -> TransportProblem:
-    rng = np.random.default_rng(0)
-    return TransportProblem.from_points(
-        rng.normal(size=(12, 2)), rng.normal(size=(9, 2)) + 0.5, normalize="max", regularization=Entropic(0.05)
-    )
-
-
-#: method name -> factory of a small problem it must solve. Extend when registering a solver.
-CANNED = {
-    "sinkhorn": _small_entropic,
-}
-
-
 def _canned(name: str):
-    try:
-        return CANNED[name]()
-    except KeyError:
-        pytest.fail(f"registered solver {name!r} has no canned problem in tests/solvers/test_contract.py::CANNED")
+    info = registry.get(name)
+    if info.example is None:
+        pytest.fail(f"registered solver {name!r} has no example problem: pass example= to register()")
+    return info.example()
 
 
 @pytest.mark.parametrize("name", optkit.available())
@@ -93,8 +78,8 @@ def test_max_iter_status(name: str) -> None:
 
 def test_unknown_method_lists_the_registered_ones() -> None:
     with pytest.raises(ValueError, match="registered methods"):
-        optkit.solve(_small_entropic(), "no-such-method")
+        optkit.solve(_canned("sinkhorn"), "no-such-method")
 
 
 def test_default_method_for_entropic_ot_is_sinkhorn() -> None:
-    assert optkit.solve(_small_entropic()).method == "sinkhorn"
+    assert optkit.solve(_canned("sinkhorn")).method == "sinkhorn"

@@ -40,7 +40,15 @@ def _entropic_only(problem: TransportProblem) -> str | None:
     return None
 
 
-@register("sinkhorn", TransportProblem, backends=("numpy",), default=True, accepts=_entropic_only)
+def _example() -> TransportProblem:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 2)), rng.normal(size=(9, 2)) + 0.5
+    return TransportProblem.from_points(x, y, normalize="max", regularization=Entropic(0.05))
+
+
+@register(
+    "sinkhorn", TransportProblem, backends=("numpy",), default=True, accepts=_entropic_only, example=_example
+)
 def sinkhorn(
     problem: TransportProblem,
     *,
