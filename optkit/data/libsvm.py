@@ -8,7 +8,7 @@ import operator
 import numpy as np
 import scipy.sparse
 
-from ._registry import DataFile, lookup
+from ._registry import DataFile, list_datasets, lookup
 from ._store import fetch
 
 __all__ = ["load_libsvm"]
@@ -40,8 +40,6 @@ def _resolve(name: str, split: str | None) -> DataFile:
 
 
 def _test_files() -> list[str]:
-    from ._registry import list_datasets
-
     return [n for n in list_datasets("libsvm") if n.endswith(".t")]
 
 
