@@ -1,5 +1,23 @@
 """WHAT is solved: problem descriptions (data and math, validated at construction; no iteration logic)."""
 
+from optkit.problems.functions import CountedFunction, Function, check_derivatives
+from optkit.problems.sets import Affine, Ball, Box, ConvexSet, NonNegative, Product, Reals, Simplex
 from optkit.problems.transport import Entropic, Regularization, TransportProblem, pairwise_cost
 
-__all__ = ["TransportProblem", "Regularization", "Entropic", "pairwise_cost"]
+__all__ = [
+    "Function",
+    "CountedFunction",
+    "check_derivatives",
+    "ConvexSet",
+    "Reals",
+    "Box",
+    "NonNegative",
+    "Simplex",
+    "Ball",
+    "Affine",
+    "Product",
+    "TransportProblem",
+    "Regularization",
+    "Entropic",
+    "pairwise_cost",
+]

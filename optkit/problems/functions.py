@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sparse
+from scipy import sparse
 from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["CountedFunction", "Function", "check_derivatives"]
@@ -179,7 +179,7 @@ class Function:
     (True, True)
     """
 
-    __slots__ = ("_oracles", "_name", "_jax_fun")
+    __slots__ = ("_jax_fun", "_name", "_oracles")
 
     _oracles: Mapping[str, Callable[..., Any]]
     _name: str
@@ -308,7 +308,9 @@ class Function:
                 ("jac", jac), ("jvp", jvp), ("vjp", vjp),
             )
         }
-        self = cls.__new__(cls)
+        # A counting view needs a function to view: build the plain Function.
+        target = Function if issubclass(cls, CountedFunction) else cls
+        self = target.__new__(target)
         self._init(oracles, name if name is not None else getattr(fun, "__name__", "function"), fun)
         return self
 
@@ -447,7 +449,7 @@ class Function:
         raise self._missing("Jacobian-vector product", "jvp=... or jac=... (or grad=...)")
 
     def vjp(self, x: Any, u: Any) -> np.ndarray:
-        r""":math:`J(x)^\top u`, shape ``(n,)``; ``u`` is a float (or shape ``(1,)``) for a scalar function."""
+        r""":math:`J(x)^\top u`, shape ``(n,)``; ``u`` is a float (or shape ``(1,)``) for scalar ``f``."""
         x = _as_point(x)
         u = np.asarray(u, dtype=np.float64)
         if "vjp" in self._oracles:
@@ -491,7 +493,7 @@ class CountedFunction(Function):
     0
     """
 
-    __slots__ = ("_parent", "_counts")
+    __slots__ = ("_counts", "_parent")
 
     _parent: Function
     _counts: dict[str, int]
