@@ -1,0 +1,1 @@
+"""Solvers for equality-constrained nonlinear programs (:class:`~optkit.problems.nlp.NonlinearProgram`)."""
