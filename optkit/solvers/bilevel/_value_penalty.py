@@ -1,0 +1,173 @@
+r"""The value-function penalty engine shared by ``"penalty"`` (Kwon, Kwon, Wright & Nowak, ICLR 2024) and
+``"f2sa"`` (Kwon, Kwon, Wright & Nowak, ICML 2023).
+
+Both minimise the penalised hyper-objective (Kwon et al. 2024, eq. (3); F2SA with :math:`\lambda = 1/\sigma`)
+
+.. math::
+
+    \psi_\sigma(x) = \frac{l(x, \sigma) - l(x, 0)}{\sigma}, \qquad
+    l(x, \sigma) = \min_{y \in K(x)} \sigma F(x, y) + f(x, y),
+
+with two lower-level copies: :math:`y \approx \arg\min_{K(x)} \sigma F + f` and :math:`z \approx \arg\min_{K(x)}
+f`, and the x-direction (Danskin, plus the multipliers :math:`\nu` of the affine coupled constraints
+:math:`A_x x + A_y y \le b` when present)
+
+.. math::
+
+    G_x = \nabla_x F(x, y) + \frac{\nabla_x f(x, y) - \nabla_x f(x, z) + A_x^\top(\nu_y - \nu_z)}{\sigma}.
+
+Stopping rule (deterministic runs): :math:`\sigma` has reached its final value, the gradient mapping of the x-step
+:math:`\|x - P_X(x - \alpha G_x)\|/\alpha \le` ``tol`` (reported as ``hypergradient_norm``), and the inner
+gradient mappings divided by :math:`\sigma` are at most ``tol`` (``inner_residual``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from optkit.problems.bilevel import BilevelProblem
+from optkit.solvers.bilevel._common import (
+    InnerState, LowerFeasibleSet, Oracles, Sampler, SecantStep, finish, finite, inner_solve, probe_lipschitz,
+    seed_info,
+)
+from optkit.solvers.loop import Step, drive
+from optkit.solvers.result import Result, Status
+
+
+def affine_coupling_only(problem: BilevelProblem, method: str) -> str | None:
+    cons = problem.lower_constraints
+    if cons is not None and not cons.is_affine:
+        return (f"method {method!r} handles coupled lower constraints only when they are affine (A_x, A_y, b); "
+                "use 'lv-hba' with an upper_set projection for nonlinear ones")
+    return None
+
+
+def run_value_penalty(
+    problem: BilevelProblem,
+    method: str,
+    *,
+    sigma_of: Callable[[int], float],
+    sigma_final: float,
+    tol: float,
+    max_iter: int,
+    step: float | None,
+    step_decay: float,
+    inner_steps: int | None,
+    inner_max: int,
+    inner_rtol: float,
+    batch_size: int | None,
+    time_limit: float | None,
+    callback: Any,
+    progress: bool,
+    seed: Any,
+    extra_info: dict[str, Any],
+) -> Result:
+    """Run the penalty iteration. ``inner_steps=None``: adaptive accelerated inner solves (double loop);
+    an int: that many plain projected-gradient steps per outer step with Lipschitz steps (F2SA / single loop)."""
+    oracles = Oracles(problem)
+    feasible = LowerFeasibleSet(problem)
+    rng, info = seed_info(seed)
+    stochastic = batch_size is not None and problem.is_stochastic
+    if not stochastic:
+        info = {}
+    upper_sampler = Sampler(problem.upper.n_samples, batch_size if stochastic else None, rng)
+    lower_sampler = Sampler(problem.lower.n_samples, batch_size if stochastic else None, rng)
+    x = problem.x_set.project(problem.x0)
+    y0 = feasible.project(x, problem.y0)
+    y_state, z_state = InnerState(y0), InnerState(y0.copy())
+    outer_step = SecantStep(step)
+    fixed_inner = inner_steps is not None
+    lipschitz_f = probe_lipschitz(lambda v: problem.lower.grad(x, v)[1], y0) if fixed_inner else 1.0
+    lipschitz_F = probe_lipschitz(lambda v: problem.upper.grad(x, v)[1], y0) if fixed_inner else 1.0
+    if fixed_inner:
+        oracles.counts["lower_grad"] += 9
+        oracles.counts["upper_grad"] += 9
+    state: dict[str, Any] = {"x": x, "k": 0, "residual": 1.0, "hypergradient": math.inf, "sigma": sigma_of(0)}
+
+    def objective_y(xk: np.ndarray, sigma: float) -> tuple[Callable[..., float], Callable[..., np.ndarray]]:
+        def value(v: np.ndarray) -> float:
+            return sigma * oracles.upper_value(xk, v) + oracles.lower_value(xk, v)
+
+        def grad(v: np.ndarray) -> np.ndarray:
+            return sigma * oracles.upper_grad(xk, v, upper_sampler())[1] + oracles.lower_grad(xk, v, lower_sampler())[1]
+
+        return value, grad
+
+    def objective_z(xk: np.ndarray) -> tuple[Callable[..., float], Callable[..., np.ndarray]]:
+        return (lambda v: oracles.lower_value(xk, v)), (lambda v: oracles.lower_grad(xk, v, lower_sampler())[1])
+
+    def one(k: int) -> tuple[dict[str, float], Status | None]:
+        xk, sigma = state["x"], sigma_of(k)
+        state["sigma"] = sigma
+        project = (lambda v: feasible.project(xk, v))
+        vy, gy = objective_y(xk, sigma)
+        vz, gz = objective_z(xk)
+        if fixed_inner:
+            beta_z = 1.0 / lipschitz_f
+            beta_y = 1.0 / (sigma * lipschitz_F + lipschitz_f)
+            for _ in range(inner_steps):
+                g = gz(z_state.y)
+                z_new = project(z_state.y - beta_z * g)
+                z_state.residual = float(np.linalg.norm(z_new - z_state.y)) / beta_z
+                z_state.y = z_new
+                g = gy(y_state.y)
+                y_new = project(y_state.y - beta_y * g)
+                y_state.residual = float(np.linalg.norm(y_new - y_state.y)) / beta_y
+                y_state.y = y_new
+        else:
+            inner_tol = max(1e-14, inner_rtol * sigma * min(1.0, state["residual"]))
+            project_z = project
+            inner_solve(z_state, vz, gz, project_z, tol=inner_tol, max_steps=inner_max)
+            inner_solve(y_state, vy, gy, project, tol=inner_tol, max_steps=inner_max)
+        y, z = y_state.y, z_state.y
+        idx_u, idx_l = upper_sampler(), lower_sampler()
+        Fx, Fy = oracles.upper_grad(xk, y, idx_u)
+        fx_y, fy_y = oracles.lower_grad(xk, y, idx_l)
+        fx_z, fy_z = oracles.lower_grad(xk, z, idx_l)
+        direction = Fx + (fx_y - fx_z) / sigma
+        if feasible.coupled:
+            nu_y, mu_y = feasible.multipliers(xk, y, sigma * Fy + fy_y)
+            nu_z, mu_z = feasible.multipliers(xk, z, fy_z)
+            direction = direction + feasible.x_gradient(nu_y - nu_z, mu_y - mu_z) / sigma
+        alpha = outer_step(xk, direction)
+        if step is not None and step_decay > 0:
+            alpha = step / (k + 1) ** step_decay
+        x_new = problem.x_set.project(xk - alpha * direction)
+        if not finite(x_new, y, z, direction):
+            return {"hypergradient_norm": math.nan, "inner_residual": math.nan}, Status.NUMERICAL_ERROR
+        residual = float(np.linalg.norm(xk - x_new)) / alpha
+        state["x"], state["residual"] = x_new, residual
+        inner = max(y_state.residual, z_state.residual) / sigma
+        return {"hypergradient_norm": residual, "inner_residual": inner, "sigma": sigma}, None
+
+    def step_fn(budget: int) -> Step:
+        before = oracles.oracle_calls
+        residuals, status = one(state["k"])
+        state["k"] += 1
+        if status is not None:
+            return Step(1, residuals, status=status,
+                        message=f"{method}: a non-finite iterate appeared; the last finite iterate is returned. "
+                        "Try a smaller step or a larger final sigma.")
+        return Step(1, residuals, counts={"oracle_calls": oracles.oracle_calls - before})
+
+    def converged(r: dict[str, float]) -> bool:
+        at_final = r.get("sigma", math.inf) <= sigma_final * (1 + 1e-12)
+        return at_final and r["hypergradient_norm"] <= tol and r["inner_residual"] <= tol
+
+    outcome = drive(
+        step_fn, converged=converged, max_iter=max_iter, method=method, time_limit=time_limit, callback=callback,
+        progress=progress, current=lambda: (state["x"].copy(), y_state.y.copy()),
+        stopping_rule=f"sigma = {sigma_final:g}, x gradient mapping <= {tol:g} and inner residual / sigma <= {tol:g}",
+    )
+    x_final, y_final = state["x"], y_state.y
+    if not finite(x_final, y_final):
+        x_final, y_final = problem.x0, problem.y0
+    info.update(extra_info)
+    info["sigma"] = state["sigma"]
+    info["z"] = z_state.y.copy()
+    return finish(problem, method, x_final, y_final, outcome, oracles,
+                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info)
