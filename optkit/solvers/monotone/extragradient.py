@@ -1,0 +1,245 @@
+r"""Extragradient baselines for :math:`0 \in F(u) + G(u)`: EG, anchored EG (EAG) and variance-reduced EG.
+
+* ``"eg"`` -- Korpelevich's extragradient: :math:`\bar u = J_{\eta G}(u - \eta F(u))`,
+  :math:`u^+ = J_{\eta G}(u - \eta F(\bar u))` (two epochs per iteration).
+* ``"eag"`` -- extra-anchored gradient (Yoon and Ryu, ICML 2021), in the constrained form of the paper's code:
+  :math:`\bar u = J(\lambda_k u_0 + (1-\lambda_k)u - \eta F(u))`,
+  :math:`u^+ = J(\lambda_k u_0 + (1-\lambda_k)u - \eta F(\bar u))`, :math:`\lambda_k = 1/(k+2)`.
+* ``"vr-eg"`` -- loopless variance-reduced extragradient (Alacaoglu and Malitsky, COLT 2022, Algorithm 1):
+
+  .. math::
+
+      \bar u_k = \alpha u_k + (1-\alpha) w_k,\quad
+      u_{k+1/2} = J_{\gamma G}(\bar u_k - \gamma F(w_k)),\quad
+      u_{k+1} = J_{\gamma G}\big(\bar u_k - \gamma[F(w_k) + F_{\xi_k}(u_{k+1/2}) - F_{\xi_k}(w_k)]\big),
+
+  :math:`w_{k+1} = u_{k+1}` with probability :math:`p` (a full pass) else :math:`w_k`; :math:`p = 1/n`,
+  :math:`\alpha = 1 - p`, :math:`\xi_k` uniform.
+
+Steps in the paper's experiments (official code): EG and EAG :math:`\eta = 5/\|A\|_2`, VR-EG
+:math:`\gamma = 3\sqrt p/\|A\|_F`. Defaults here are measured against the problem's constant :math:`L_F`
+(``problem.lipschitz``; for simplex games the tangent-space norm, see :class:`~optkit.problems.BilinearGame`).
+Accounting: see :mod:`optkit.solvers.monotone._common`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from optkit._arrays import as_generator
+from optkit.problems.monotone import MonotoneInclusion
+from optkit.solvers.loop import check_positive
+from optkit.solvers.monotone._common import (
+    Counter, check_common, check_step, example_game, example_quadratic, run, start_point,
+)
+from optkit.solvers.registry import register, resolve_backend
+from optkit.solvers.result import Result
+
+__all__ = ["eg", "eag", "vr_eg"]
+
+
+@register("eg", MonotoneInclusion, backends=("numpy",), example=example_quadratic)
+def eg(
+    problem: MonotoneInclusion,
+    *,
+    step: float | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 1_000_000,
+    max_epochs: float = 1e5,
+    check_every: float = 2.0,
+    time_limit: float | None = None,
+    init: Any = None,
+    backend: str = "auto",
+    callback: Any = None,
+    progress: bool = False,
+    seed: Any = None,
+) -> Result:
+    r"""Extragradient (Korpelevich 1976).
+
+    Parameters
+    ----------
+    problem
+        A :class:`~optkit.problems.MonotoneInclusion`.
+    step
+        :math:`\eta`; default :math:`0.5/L_F`. Refused above :math:`1/L_F` (beyond it EG diverges on bilinear
+        problems: its multiplier on a skew eigenvalue :math:`i\sigma` has modulus
+        :math:`\sqrt{1 - \eta^2\sigma^2 + \eta^4\sigma^4} > 1` when :math:`\eta\sigma > 1`).
+    tol, max_iter, max_epochs, check_every, time_limit, init
+        Natural-residual tolerance, budgets (one iteration = two epochs), epochs between checks, seconds, start.
+    backend, callback, progress, seed
+        See :func:`optkit.solve` (deterministic).
+
+    Examples
+    --------
+    >>> import optkit
+    >>> from optkit.solvers.monotone._common import example_game
+    >>> bool(optkit.solve(example_game(), "eg", tol=1e-8).success)
+    True
+    """
+    tol, max_iter, max_epochs, check_every, time_limit = check_common(tol, max_iter, max_epochs, check_every,
+                                                                       time_limit)
+    chosen = resolve_backend(backend, eg.solver_info)
+    L = problem.lipschitz
+    eta = check_step("eg", "step", step, 0.5 / L, 1.0 / L, "L_F", L)
+    n = problem.n_components
+    s = {"u": start_point(problem, init)}
+
+    def iterate() -> int:
+        u = s["u"]
+        half = problem.resolvent(u - eta * problem.operator(u), eta)
+        s["u"] = problem.resolvent(u - eta * problem.operator(half), eta)
+        return 2 * n
+
+    return run(problem, "eg", iterate, lambda: s["u"], Counter(), tol=tol, max_iter=max_iter,
+               max_epochs=max_epochs, check_every=check_every, time_limit=time_limit, callback=callback,
+               progress=progress, backend=chosen, info={"step": eta})
+
+
+@register("eag", MonotoneInclusion, backends=("numpy",), example=example_game)
+def eag(
+    problem: MonotoneInclusion,
+    *,
+    step: float | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 1_000_000,
+    max_epochs: float = 1e5,
+    check_every: float = 2.0,
+    restart: float | None = 0.2,
+    time_limit: float | None = None,
+    init: Any = None,
+    backend: str = "auto",
+    callback: Any = None,
+    progress: bool = False,
+    seed: Any = None,
+) -> Result:
+    r"""Extra-anchored gradient (Yoon and Ryu 2021), anchor inside the resolvent as in the paper's code.
+
+    Parameters
+    ----------
+    problem
+        A :class:`~optkit.problems.MonotoneInclusion`.
+    step
+        :math:`\eta`; default :math:`0.5/L_F`. Refused above :math:`1/L_F`.
+    restart
+        Anchor-restart factor :math:`\rho\in(0,1)` (see :mod:`optkit.solvers.monotone.halpern`; default 0.2),
+        or ``None`` for the literal EAG of the paper's baselines.
+    tol, max_iter, max_epochs, check_every, time_limit, init, backend, callback, progress, seed
+        As in :func:`eg`.
+
+    Examples
+    --------
+    >>> import optkit
+    >>> from optkit.solvers.monotone._common import example_game
+    >>> bool(optkit.solve(example_game(), "eag", tol=1e-6).success)
+    True
+    """
+    from optkit.solvers.monotone.halpern import _check_restart, _Restarts
+
+    tol, max_iter, max_epochs, check_every, time_limit = check_common(tol, max_iter, max_epochs, check_every,
+                                                                       time_limit)
+    restart = _check_restart(restart)
+    chosen = resolve_backend(backend, eag.solver_info)
+    L = problem.lipschitz
+    eta = check_step("eag", "step", step, 0.5 / L, 1.0 / L, "L_F", L)
+    n = problem.n_components
+    counter = Counter()
+    restarts = _Restarts(restart, counter, n)
+    s: dict[str, Any] = {"u": start_point(problem, init), "k": 0}
+    s["u0"] = s["u"].copy()
+
+    def iterate() -> int:
+        u, lam = s["u"], 1.0 / (s["k"] + 2)
+        base = lam * s["u0"] + (1.0 - lam) * u
+        half = problem.resolvent(base - eta * problem.operator(u), eta)
+        s["u"] = problem.resolvent(base - eta * problem.operator(half), eta)
+        s["k"] += 1
+        return 2 * n
+
+    def on_check(u: np.ndarray, residual: float, Fu: np.ndarray) -> None:
+        if restarts.check(residual):
+            s["u0"], s["k"] = u.copy(), 0
+
+    return run(problem, "eag", iterate, lambda: s["u"], counter, tol=tol, max_iter=max_iter,
+               max_epochs=max_epochs, check_every=check_every, time_limit=time_limit, callback=callback,
+               progress=progress, backend=chosen, info=restarts.describe(step=eta),
+               on_check=on_check if restart is not None else None)
+
+
+@register("vr-eg", MonotoneInclusion, backends=("numpy",), stochastic=True, example=example_quadratic)
+def vr_eg(
+    problem: MonotoneInclusion,
+    *,
+    step: float | None = None,
+    probability: float | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 100_000_000,
+    max_epochs: float = 1e5,
+    check_every: float = 1.0,
+    time_limit: float | None = None,
+    init: Any = None,
+    backend: str = "auto",
+    callback: Any = None,
+    progress: bool = False,
+    seed: Any = None,
+) -> Result:
+    r"""Loopless variance-reduced extragradient (Alacaoglu and Malitsky 2022, Algorithm 1).
+
+    Parameters
+    ----------
+    problem
+        A :class:`~optkit.problems.MonotoneInclusion`.
+    step
+        :math:`\gamma`; default :math:`\sqrt p / L` with :math:`L` = ``problem.lipschitz_components`` (their
+        Theorem: :math:`\gamma < \sqrt{1-\alpha}/L`), capped at :math:`0.5/L_F`. Refused above :math:`1/L_F`, the
+        bound of the deterministic extragradient it reduces to at :math:`p = 1`.
+    probability
+        :math:`p`; default :math:`1/n`.
+    tol, max_iter, max_epochs, check_every, time_limit, init
+        As in :func:`eg`; one iteration is one stochastic step (2 evaluations, plus ``n`` on a snapshot refresh).
+    backend, callback, progress, seed
+        See :func:`optkit.solve`.
+
+    Examples
+    --------
+    >>> import optkit
+    >>> from optkit.solvers.monotone._common import example_game
+    >>> bool(optkit.solve(example_game(), "vr-eg", tol=1e-6, seed=0).success)
+    True
+    """
+    tol, max_iter, max_epochs, check_every, time_limit = check_common(tol, max_iter, max_epochs, check_every,
+                                                                       time_limit)
+    chosen = resolve_backend(backend, vr_eg.solver_info)
+    n = problem.n_components
+    p = 1.0 / n if probability is None else check_positive("probability", probability)
+    if p > 1:
+        raise ValueError(f"probability must be in (0, 1], got {probability!r}")
+    L, Lc = problem.lipschitz, problem.lipschitz_components
+    gamma = check_step("vr-eg", "step", step, min(math.sqrt(p) / Lc, 0.5 / L), 1.0 / L, "L_F", L)
+    alpha = 1.0 - p
+    rng = as_generator(seed)
+    counter = Counter()
+    s: dict[str, Any] = {"u": start_point(problem, init)}
+    s["w"] = s["u"].copy()
+    s["Fw"] = problem.operator(s["w"])
+    s["unpaid"] = n  # the snapshot's first full pass, charged to the first iteration
+
+    def iterate() -> int:
+        u, w, Fw = s["u"], s["w"], s["Fw"]
+        i = np.array([rng.integers(n)])
+        ubar = alpha * u + (1.0 - alpha) * w
+        half = problem.resolvent(ubar - gamma * Fw, gamma)
+        correction = problem.components(half, i)[0] - problem.components(w, i)[0]
+        s["u"] = problem.resolvent(ubar - gamma * (Fw + correction), gamma)
+        spent, s["unpaid"] = 2 + s["unpaid"], 0
+        if rng.random() < p:
+            s["w"] = s["u"].copy()
+            s["Fw"] = problem.operator(s["w"])
+            spent += n
+        return spent
+
+    return run(problem, "vr-eg", iterate, lambda: s["u"], counter, tol=tol, max_iter=max_iter,
+               max_epochs=max_epochs, check_every=check_every, time_limit=time_limit, callback=callback,
+               progress=progress, backend=chosen, info={"step": gamma, "probability": p})
