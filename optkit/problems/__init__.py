@@ -1,6 +1,7 @@
 """WHAT is solved: problem descriptions (data and math, validated at construction; no iteration logic)."""
 
 from optkit.problems.functions import CountedFunction, Function, check_derivatives
+from optkit.problems.monotone import BilinearGame, MinMaxProblem, MonotoneInclusion
 from optkit.problems.sets import Affine, Ball, Box, ConvexSet, NonNegative, Product, Reals, Simplex
 from optkit.problems.transport import Entropic, Regularization, TransportProblem, pairwise_cost
 
@@ -16,6 +17,9 @@ __all__ = [
     "Ball",
     "Affine",
     "Product",
+    "MonotoneInclusion",
+    "MinMaxProblem",
+    "BilinearGame",
     "TransportProblem",
     "Regularization",
     "Entropic",
