@@ -4,7 +4,9 @@
 
     \\min_{P \\ge 0,\\; P\\mathbf 1 = a,\\; P^\\top \\mathbf 1 = b} \\langle C, P\\rangle + R(P)
 
-with :math:`R = 0` (exact OT) or :math:`R(P) = \\varepsilon \\sum_{ij} P_{ij}(\\log P_{ij} - 1)` (:class:`Entropic`).
+with :math:`R = 0` (exact OT), :math:`R(P) = \\varepsilon \\sum_{ij} P_{ij}(\\log P_{ij} - 1)` (:class:`Entropic`),
+:math:`R(P) = \\tfrac{\\gamma}{2}\\|P\\|_F^2` (:class:`Quadratic`), or the same with at most :math:`k` nonzeros per
+column of :math:`P` (:class:`SparsityConstrained`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from optkit._arrays import is_jax_array, is_tracer
 
-__all__ = ["Regularization", "Entropic", "TransportProblem", "pairwise_cost"]
+__all__ = ["Regularization", "Entropic", "Quadratic", "SparsityConstrained", "TransportProblem", "pairwise_cost"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,69 @@ class Entropic(Regularization):
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"epsilon must be finite and > 0, got {self.epsilon!r}")
         object.__setattr__(self, "epsilon", value)
+
+
+def _check_gamma(gamma: Any) -> float:
+    if isinstance(gamma, bool):
+        raise TypeError("gamma must be a real number, got bool")
+    try:
+        value = float(gamma)
+    except (TypeError, ValueError):
+        raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"gamma must be finite and > 0, got {gamma!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Quadratic(Regularization):
+    """Quadratic regularization :math:`\\tfrac{\\gamma}{2}\\|P\\|_F^2` (Blondel, Seguy & Rolet, AISTATS 2018).
+
+    The optimal plan is sparse; it is recovered from the dual potentials as
+    :math:`P_{ij} = [f_i + g_j - C_{ij}]_+ / \\gamma`.
+
+    Parameters
+    ----------
+    gamma
+        The regularization strength, finite and > 0, in the units of the cost times the plan's mass.
+    """
+
+    gamma: Any
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gamma", _check_gamma(self.gamma))
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityConstrained(Regularization):
+    """Quadratic regularization with at most ``k`` nonzeros per column of the plan (Liu, Puigcerver & Blondel,
+    ICLR 2023).
+
+    .. math::
+
+        \\min_{P \\in U(a, b),\\; \\|P_{:,j}\\|_0 \\le k} \\langle C, P\\rangle + \\tfrac{\\gamma}{2}\\|P\\|_F^2
+
+    (nonconvex; solved through its dual or semi-dual). ``k = n`` (the number of rows) is :class:`Quadratic`.
+
+    Parameters
+    ----------
+    k
+        The maximum number of nonzeros in each column, an int >= 1; ``k <= n`` is checked by
+        :class:`TransportProblem`, where ``n`` is known.
+    gamma
+        The strength of the quadratic term, finite and > 0.
+    """
+
+    k: int
+    gamma: Any = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)):
+            raise TypeError(f"k must be an int, got {type(self.k).__name__}")
+        if int(self.k) < 1:
+            raise ValueError(f"k must be >= 1 (the maximum number of nonzeros per column), got {self.k!r}")
+        object.__setattr__(self, "k", int(self.k))
+        object.__setattr__(self, "gamma", _check_gamma(self.gamma))
 
 
 def _namespace(*arrays: Any) -> Any:
@@ -139,6 +204,11 @@ class TransportProblem:
             raise TypeError(
                 f"regularization must be None or a Regularization such as Entropic(epsilon), "
                 f"got {type(self.regularization).__name__}"
+            )
+        if isinstance(self.regularization, SparsityConstrained) and self.regularization.k > n:
+            raise ValueError(
+                f"SparsityConstrained k must be <= n = {n} (the number of cost rows: k bounds the nonzeros of each "
+                f"column of the plan), got k = {self.regularization.k}"
             )
         if not any(is_tracer(v) for v in (a, b, cost)):
             _check_values(np.asarray(a), np.asarray(b), np.asarray(cost))

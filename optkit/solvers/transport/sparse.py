@@ -1,0 +1,314 @@
+"""Quadratically regularized and sparsity-constrained OT by L-BFGS on the dual or semi-dual: ``"sparse-ot"``.
+
+Primal (Liu, Puigcerver & Blondel, ICLR 2023, §3; ``k = n`` gives quadratic OT, Blondel, Seguy & Rolet 2018):
+
+.. math::
+
+    \\min_{P \\in U(a,b),\\; \\|P_{:,j}\\|_0 \\le k} \\;\\sum_j \\langle P_{:,j}, C_{:,j}\\rangle
+        + \\tfrac{\\gamma}{2}\\|P_{:,j}\\|^2 .
+
+Dual and semi-dual (the same paper, §3 "dual and semi-dual formulations"; oracles in
+:mod:`optkit.kernels.numpy_sparse_ot`):
+
+.. math::
+
+    D(\\alpha,\\beta) = \\langle\\alpha,a\\rangle + \\langle\\beta,b\\rangle - \\sum_j \\delta_k(\\alpha + \\beta_j - c_j),
+    \\qquad S(\\alpha) = \\langle\\alpha,a\\rangle - \\sum_j b_j \\max\\nolimits_{\\Omega_j}(\\alpha - c_j),
+
+both concave; for ``k < n`` the primal is nonconvex and :math:`D^\\star \\le S^\\star \\le` primal. The plan is
+recovered as :math:`P_{:,j} = \\tfrac1\\gamma \\text{top-}k([\\alpha + \\beta_j - c_j]_+)` (dual) or
+:math:`P_{:,j} = b_j P_{\\Delta_k}((\\alpha - c_j)/(\\gamma b_j))` (semi-dual), and the dual gradient is the
+marginal residual, so the stopping rule, the L1 marginal error of the recovered plan, is the gradient's L1 norm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from optkit.problems.transport import Quadratic, SparsityConstrained, TransportProblem
+from optkit.solvers.loop import Step, check_positive, check_positive_int, drive
+from optkit.solvers.registry import register, resolve_backend
+from optkit.solvers.result import Result, Status
+from optkit.solvers.transport._lbfgs import LbfgsIterations
+from optkit.solvers.transport._solution import TransportSolution
+
+__all__ = ["sparse_ot", "sparsity_k"]
+
+FORMULATIONS = ("dual", "semi-dual")
+
+
+def sparsity_k(problem: TransportProblem) -> tuple[int, float]:
+    """``(k, gamma)`` of a Quadratic (``k = n``) or SparsityConstrained problem."""
+    reg = problem.regularization
+    if isinstance(reg, SparsityConstrained):
+        return reg.k, reg.gamma
+    if isinstance(reg, Quadratic):
+        return problem.shape[0], reg.gamma
+    raise ValueError(
+        f"method 'sparse-ot' needs a Quadratic(gamma) or SparsityConstrained(k, gamma) regularization, got {reg!r}"
+    )
+
+
+def _smooth_only(problem: TransportProblem) -> str | None:
+    try:
+        sparsity_k(problem)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _example() -> TransportProblem:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 2)), rng.normal(size=(9, 2)) + 0.5
+    return TransportProblem.from_points(x, y, normalize="max", regularization=SparsityConstrained(4, 0.1))
+
+
+def _oracles(backend: str) -> Any:
+    if backend == "numba":
+        from optkit.kernels import numba_sparse_ot as kernels
+    else:
+        from optkit.kernels import numpy_sparse_ot as kernels
+    return kernels
+
+
+def dense_plan(rows: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The dense (n, m) plan from the column-sparse ``(rows, values)`` format of the oracles."""
+    plan = np.zeros(shape)
+    columns = np.broadcast_to(np.arange(shape[1])[None, :], rows.shape)
+    mask = rows >= 0
+    np.add.at(plan, (rows[mask], columns[mask]), values[mask])
+    return plan
+
+
+def summary(problem: TransportProblem, plan: np.ndarray, alpha: np.ndarray, beta: np.ndarray,
+            dual_value: float) -> TransportSolution:
+    """Cost, primal objective :math:`\\langle C,P\\rangle + \\tfrac\\gamma2\\|P\\|^2`, dual value, marginal errors."""
+    _, gamma = sparsity_k(problem)
+    cost = problem.cost
+    transport_cost = float(np.sum(cost * plan))
+    objective = transport_cost + 0.5 * gamma * float(np.sum(plan * plan))
+    row_err = float(np.abs(plan.sum(axis=1) - problem.a).sum())
+    col_err = float(np.abs(plan.sum(axis=0) - problem.b).sum())
+    return TransportSolution(plan, (alpha, beta), transport_cost, objective, dual_value, (row_err, col_err))
+
+
+def _semi_dual_beta(problem: TransportProblem, plan: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Column potentials of a semi-dual solution: on the support :math:`\\gamma P_{ij} = \\alpha_i + \\beta_j - C_{ij}`."""
+    _, gamma = sparsity_k(problem)
+    support = plan > 0
+    implied = np.where(support, gamma * plan + problem.cost - alpha[:, None], 0.0)
+    counts = support.sum(axis=0)
+    beta = np.full(plan.shape[1], -np.inf)
+    nonempty = counts > 0
+    beta[nonempty] = implied[:, nonempty].sum(axis=0) / counts[nonempty]
+    return beta
+
+
+@register("sparse-ot", TransportProblem, backends=("numpy", "numba"), default=True, accepts=_smooth_only,
+          example=_example)
+def sparse_ot(
+    problem: TransportProblem,
+    *,
+    formulation: str = "dual",
+    tol: float = 1e-6,
+    max_iter: int = 10_000,
+    memory: int = 20,
+    max_restarts: int = 5,
+    time_limit: float | None = None,
+    init: Any = None,
+    backend: str = "auto",
+    callback: Any = None,
+    progress: bool = False,
+    seed: Any = None,
+) -> Result:
+    """Sparsity-constrained or quadratic OT by L-BFGS on the dual or the semi-dual.
+
+    Parameters
+    ----------
+    problem
+        A :class:`~optkit.problems.TransportProblem` with ``Quadratic(gamma)`` or ``SparsityConstrained(k, gamma)``
+        regularization (``k`` = the maximum number of nonzeros per column of the plan).
+    formulation
+        ``"dual"`` (variables :math:`(\\alpha,\\beta)`, both marginals enforced by the gradient) or
+        ``"semi-dual"`` (variable :math:`\\alpha`; the column marginals hold exactly, a tighter relaxation when
+        ``k < n``).
+    tol
+        Stop when the L1 marginal error :math:`\\|P\\mathbf 1 - a\\|_1 + \\|P^\\top\\mathbf 1 - b\\|_1` of the
+        recovered plan is at most ``tol``. For ``k < n`` the (semi-)dual is nonsmooth where the k-th largest entry
+        of a column ties, and a relaxation gap can keep the error above ``tol``: the run then ends ``STALLED``.
+    max_iter
+        Maximum number of L-BFGS iterations.
+    memory
+        Number of L-BFGS correction pairs (SciPy's ``maxcor``).
+    max_restarts
+        How many times L-BFGS is restarted (fresh memory, from the current point) when SciPy stops before the
+        stopping rule is met but after an improvement of the objective.
+    time_limit
+        Seconds after which the run stops with ``TIME_LIMIT``.
+    init
+        Starting potentials: ``(alpha, beta)`` for the dual, ``alpha`` (or ``(alpha, beta)``, whose ``beta`` is
+        ignored) for the semi-dual; zeros by default.
+    backend
+        ``"auto"`` (Numba), ``"numpy"`` or ``"numba"``: where the oracles run; L-BFGS itself is SciPy's.
+    callback, progress, seed
+        See :func:`optkit.solve` (deterministic; ``seed`` is ignored).
+
+    Returns
+    -------
+    Result
+        ``x`` is a :class:`~optkit.solvers.transport.TransportSolution` whose ``objective`` is the primal objective
+        of the recovered plan and ``dual_objective`` the (semi-)dual value; ``fun`` is the primal objective;
+        ``info`` holds the duality gap, the marginal errors and the largest number of nonzeros in a column.
+
+    Examples
+    --------
+    >>> import numpy as np, optkit
+    >>> from optkit.problems.transport import TransportProblem, SparsityConstrained
+    >>> rng = np.random.default_rng(0)
+    >>> problem = TransportProblem.from_points(rng.normal(size=(30, 2)), rng.normal(size=(20, 2)),
+    ...                                        normalize="max", regularization=SparsityConstrained(2, 0.05))
+    >>> result = optkit.solve(problem, "sparse-ot", tol=1e-6)
+    >>> int((result.x.plan > 0).sum(axis=0).max()) <= 2
+    True
+    """
+    k, gamma = sparsity_k(problem)
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+    tol = check_positive("tol", tol)
+    max_iter = check_positive_int("max_iter", max_iter)
+    memory = check_positive_int("memory", memory)
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, (int, np.integer)) or max_restarts < 0:
+        raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
+    if time_limit is not None:
+        time_limit = check_positive("time_limit", time_limit)
+    chosen = resolve_backend(backend, sparse_ot.solver_info, problem.a, problem.b, problem.cost)
+    if problem.is_jax:
+        raise ValueError("method 'sparse-ot' runs on NumPy arrays; this problem holds JAX arrays")
+    kernels = _oracles(chosen)
+    cost = np.ascontiguousarray(problem.cost, dtype=np.float64)
+    a = np.asarray(problem.a, dtype=np.float64)
+    b = np.asarray(problem.b, dtype=np.float64)
+    n, m = cost.shape
+    dual = formulation == "dual"
+    x0 = _initial(init, n, m, dual)
+
+    cache: dict[str, Any] = {}
+
+    def evaluate(x: np.ndarray) -> dict[str, Any]:
+        if "x" in cache and np.array_equal(cache["x"], x):
+            return cache
+        if dual:
+            value, grad_alpha, grad_beta, rows, values = kernels.dual_oracle(x[:n], x[n:], cost, a, b, gamma, k)
+            grad = np.concatenate([grad_alpha, grad_beta])
+            col_err = float(np.abs(grad_beta).sum())
+        else:
+            value, grad, rows, values = kernels.semi_dual_oracle(x, cost, a, b, gamma, k)
+            col_err = float(np.abs(values.sum(axis=0) - b).sum())
+        row_err = float(np.abs(grad[:n]).sum())
+        cache.clear()
+        cache.update(x=x.copy(), value=value, grad=grad, rows=rows, values=values, error=row_err + col_err)
+        return cache
+
+    def negated(x: np.ndarray) -> tuple[float, np.ndarray]:
+        state = evaluate(x)
+        if not np.isfinite(state["value"]):
+            return np.inf, np.zeros_like(x)
+        return -state["value"], -state["grad"]
+
+    best = {"x": x0, **{key: val for key, val in evaluate(x0).items() if key != "x"}}
+    runs = {"lbfgs": LbfgsIterations(negated, x0, memory=memory, max_iter=max_iter + 1), "restarts": 0,
+            "start_value": best["value"]}
+
+    def step(budget: int) -> Step:
+        kind, payload = runs["lbfgs"].next()
+        x = payload if kind == "iterate" else np.asarray(payload.x)
+        state = evaluate(x)
+        residuals = {"marginal_error": state["error"]}
+        if not (np.isfinite(state["value"]) and np.all(np.isfinite(x))):
+            return Step(1, residuals, status=Status.NUMERICAL_ERROR,
+                        message="sparse-ot: a non-finite dual value appeared; the last finite potentials are returned. "
+                        "Increase gamma or rescale the cost.")
+        improved = state["value"] > runs["start_value"]
+        best.update(x=x.copy(), **{key: val for key, val in state.items() if key != "x"})
+        if kind == "done" and not state["error"] <= tol and improved and runs["restarts"] < max_restarts:
+            # L-BFGS-B's line search stops once f changes reach rounding level; a fresh memory often goes on.
+            runs["lbfgs"].close()
+            runs["lbfgs"] = LbfgsIterations(negated, x, memory=memory, max_iter=max_iter + 1)
+            runs["restarts"] += 1
+            runs["start_value"] = state["value"]
+            return Step(0, residuals)
+        if kind == "done" and not state["error"] <= tol:
+            return Step(0, residuals, status=Status.STALLED,
+                        message=f"sparse-ot: L-BFGS stopped ({payload.message}) with L1 marginal error "
+                        f"{state['error']:.3e} > tol = {tol:g}. " + Status.STALLED.advice
+                        + (" For k < n the (semi-)dual is nonsmooth and the relaxation may have a gap." if k < n else ""))
+        return Step(1 if kind == "iterate" else 0, residuals)
+
+    def current() -> TransportSolution:
+        return _solution(problem, best, n, dual)
+
+    try:
+        outcome = drive(
+            step,
+            converged=lambda r: r["marginal_error"] <= tol,
+            max_iter=max_iter,
+            method="sparse-ot",
+            time_limit=time_limit,
+            callback=callback,
+            progress=progress,
+            current=current,
+            initial={"marginal_error": best["error"]},
+            stopping_rule=f"L1 marginal error <= {tol:g}",
+        )
+    finally:
+        runs["lbfgs"].close()
+    solution = current()
+    plan = solution.plan
+    return Result(
+        x=solution,
+        fun=solution.objective,
+        status=outcome.status,
+        message=outcome.message,
+        nit=outcome.nit,
+        counts={"iterations": outcome.nit, "restarts": runs["restarts"]},
+        residuals={"marginal_error": best["error"]},
+        history=outcome.history,
+        wall_time=outcome.wall_time,
+        method="sparse-ot",
+        backend=chosen,
+        info={
+            "formulation": formulation,
+            "k": k,
+            "gamma": gamma,
+            "dual_objective": solution.dual_objective,
+            "duality_gap": solution.objective - solution.dual_objective,
+            "marginal_errors": solution.marginal_error,
+            "max_nonzeros_per_column": int((plan > 0).sum(axis=0).max()),
+        },
+    )
+
+
+def _initial(init: Any, n: int, m: int, dual: bool) -> np.ndarray:
+    if init is None:
+        return np.zeros(n + m if dual else n)
+    if isinstance(init, (tuple, list)) and len(init) == 2:
+        alpha, beta = (np.asarray(v, dtype=np.float64) for v in init)
+    elif dual:
+        raise TypeError("init must be a pair (alpha, beta) for formulation='dual'")
+    else:
+        alpha, beta = np.asarray(init, dtype=np.float64), np.zeros(m)
+    if alpha.shape != (n,) or (dual and beta.shape != (m,)):
+        raise ValueError(f"init potentials must have shapes ({n},) and ({m},), got {alpha.shape} and {beta.shape}")
+    if not (np.all(np.isfinite(alpha)) and (not dual or np.all(np.isfinite(beta)))):
+        raise ValueError("init potentials must be finite")
+    return np.concatenate([alpha, beta]) if dual else alpha.copy()
+
+
+def _solution(problem: TransportProblem, state: dict[str, Any], n: int, dual: bool) -> TransportSolution:
+    plan = dense_plan(state["rows"], state["values"], problem.shape)
+    x = state["x"]
+    alpha = x[:n].copy()
+    beta = x[n:].copy() if dual else _semi_dual_beta(problem, plan, alpha)
+    return summary(problem, plan, alpha, beta, float(state["value"]))
