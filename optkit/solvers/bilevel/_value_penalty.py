@@ -166,6 +166,8 @@ def run_value_penalty(
     x_final, y_final = state["x"], y_state.y
     if not finite(x_final, y_final):
         x_final, y_final = problem.x0, problem.y0
+    elif feasible.coupled:
+        y_final = feasible.project(x_final, y_final)  # the last x-step moved K(x); y follows it
     info.update(extra_info)
     info["sigma"] = state["sigma"]
     info["z"] = z_state.y.copy()
