@@ -1,5 +1,6 @@
 """WHAT is solved: problem descriptions (data and math, validated at construction; no iteration logic)."""
 
+from optkit.problems.bilevel import BilevelProblem, FiniteSum, LowerConstraints
 from optkit.problems.functions import CountedFunction, Function, check_derivatives
 from optkit.problems.monotone import BilinearGame, MinMaxProblem, MonotoneInclusion
 from optkit.problems.sets import Affine, Ball, Box, ConvexSet, NonNegative, Product, Reals, Simplex
@@ -17,6 +18,9 @@ __all__ = [
     "Ball",
     "Affine",
     "Product",
+    "BilevelProblem",
+    "FiniteSum",
+    "LowerConstraints",
     "MonotoneInclusion",
     "MinMaxProblem",
     "BilinearGame",
