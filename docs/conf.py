@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
+import pkgutil
 import sys
 
 # Document the checkout these docs belong to (``make docs`` installs the same sources first).
 sys.path.insert(0, os.path.abspath(".."))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import optkit  # noqa: E402
+import optkit
 
 project = "optkit"
 author = "the optkit developers"
@@ -49,9 +52,6 @@ autodoc_default_options = {"show-inheritance": True}
 # ``optkit.solvers.Result``, ``optkit.solvers.result.Result``); it is documented everywhere it is public but
 # indexed (a cross-reference target) only once, at its shortest public name, so that Sphinx sees no duplicates.
 # ``api_members`` tells the page template, per module, what to document and which entries are ``:no-index:``.
-import importlib  # noqa: E402
-import inspect  # noqa: E402
-import pkgutil  # noqa: E402
 
 API_ROOTS = ("optkit.problems", "optkit.solvers", "optkit.data", "optkit.experiments", "optkit.plotting",
              "optkit.cli")

@@ -25,14 +25,14 @@ from optkit.experiments.runner import (
 )
 
 __all__ = [
-    "Instance",
-    "MethodSpec",
+    "RECORD_FIELDS",
     "Experiment",
     "ExperimentRun",
+    "Instance",
+    "MethodSpec",
     "experiments",
     "get_experiment",
+    "markdown_table",
     "run_experiment",
     "write_outputs",
-    "markdown_table",
-    "RECORD_FIELDS",
 ]

@@ -61,16 +61,16 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "Instance",
-    "MethodSpec",
+    "RECORD_FIELDS",
     "Experiment",
     "ExperimentRun",
+    "Instance",
+    "MethodSpec",
     "experiments",
     "get_experiment",
+    "markdown_table",
     "run_experiment",
     "write_outputs",
-    "markdown_table",
-    "RECORD_FIELDS",
 ]
 
 logger = logging.getLogger("optkit.experiments")
@@ -340,7 +340,7 @@ class _Executor:
             return list(self._pool.map(func, tasks))
         return [func(task) for task in tasks]
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown()
         if self._own_client:

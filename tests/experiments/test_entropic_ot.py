@@ -6,8 +6,7 @@ import numpy as np
 import ot
 import pytest
 
-from optkit.experiments import run_experiment
-from optkit.experiments import entropic_ot
+from optkit.experiments import entropic_ot, run_experiment
 
 
 def test_quick_grid_is_small_and_valid():

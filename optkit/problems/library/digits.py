@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-__all__ = ["digit_pair", "digit_images", "grid_cost"]
+__all__ = ["digit_images", "digit_pair", "grid_cost"]
 
 _SOURCES = ("auto", "mnist", "sklearn")
 _MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
