@@ -1,0 +1,83 @@
+"""Sinkhorn-Newton-Sparse (``"sns"``) against our Sinkhorn and POT's ``sinkhorn_log``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import optkit
+from optkit.problems import Entropic, TransportProblem
+from optkit.solvers.transport.sinkhorn import sinkhorn
+from optkit.solvers.transport.sns import sns
+
+ot = pytest.importorskip("ot")
+
+
+def _clouds(epsilon: float, n: int = 40, m: int = 30, seed: int = 0) -> TransportProblem:
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(n, 2)), rng.normal(size=(m, 2)) + 0.5
+    a, b = rng.random(n) + 0.5, rng.random(m) + 0.5
+    return TransportProblem.from_points(x, y, a / a.sum(), b / b.sum(), normalize="max",
+                                        regularization=Entropic(epsilon))
+
+
+def _centered(f: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    shift = f.mean()
+    return f - shift, g + shift
+
+
+@pytest.mark.parametrize("options", [{}, {"sparsify": "topk", "linear_solver": "cg", "density": 0.5},
+                                     {"sparsify": "topk", "linear_solver": "direct", "density": 0.5}],
+                         ids=["default", "topk-cg", "topk-direct"])
+# At epsilon = 0.02 the plan is dense, so the top-k runs keep half of it (the 2/n default is for small epsilon).
+def test_same_potentials_as_sinkhorn_and_plan_as_pot(options: dict) -> None:
+    problem = _clouds(0.02)
+    tol = 1e-12
+    ours = sns(problem, tol=tol, **options)
+    assert ours.success, ours.message
+    reference = sinkhorn(problem, tol=tol, max_iter=200_000)
+    assert reference.success
+    # The potentials are unique up to (f + c, g - c); with marginal error 1e-12 and masses >= 1/80 they agree
+    # to about epsilon * 1e-12 * 80 per entry.
+    for ours_part, ref_part in zip(_centered(*ours.x.potentials), _centered(*reference.x.potentials)):
+        np.testing.assert_allclose(ours_part, ref_part, atol=1e-8)
+    a, b, cost = (np.array(v) for v in (problem.a, problem.b, problem.cost))
+    plan = ot.sinkhorn(a, b, cost, 0.02, method="sinkhorn_log", stopThr=1e-13, numItermax=200_000)
+    np.testing.assert_allclose(ours.x.plan, plan, atol=1e-10)
+    assert ours.counts["newton_steps"] >= 1
+
+
+def test_small_epsilon_random_assignment_converges_without_overflow() -> None:
+    cost = np.random.default_rng(3).random((60, 60))
+    result = optkit.solve(TransportProblem(None, None, cost, Entropic(1 / 1200)), "sns")
+    assert result.success, result.message
+    assert result.residuals["marginal_error"] <= 1e-9
+    assert np.all(np.isfinite(result.x.plan)) and np.all(np.isfinite(result.x.potentials[0]))
+    assert result.nit < 100
+
+
+def test_epsilon_too_small_is_a_clear_error() -> None:
+    problem = TransportProblem(None, None, np.random.default_rng(0).random((5, 5)) + 1.0, Entropic(1e-320))
+    with pytest.raises(ValueError, match="epsilon"):
+        sns(problem)
+
+
+def test_large_eta_never_nan() -> None:
+    # epsilon = 1e-6 on a unit cost: representable, but far below what the warm start can handle quickly.
+    problem = TransportProblem(None, None, np.random.default_rng(1).random((30, 30)), Entropic(1e-6))
+    result = sns(problem, max_iter=60)
+    assert np.all(np.isfinite(result.x.plan))
+    assert np.isfinite(result.fun) and np.isfinite(result.residuals["marginal_error"])
+    assert result.success or result.status in (optkit.Status.MAX_ITER, optkit.Status.STALLED,
+                                               optkit.Status.NUMERICAL_ERROR)
+
+
+def test_bad_options_and_problems() -> None:
+    problem = _clouds(0.05, 6, 5)
+    for options, error in [({"sparsify": "dense"}, ValueError), ({"linear_solver": "qr"}, ValueError),
+                           ({"density": 2.0}, ValueError), ({"armijo": 0.7}, ValueError),
+                           ({"warm_start": -1}, ValueError), ({"tol": 0.0}, ValueError)]:
+        with pytest.raises(error):
+            sns(problem, **options)
+    with pytest.raises(ValueError, match="Entropic"):
+        sns(problem.with_regularization(None))
