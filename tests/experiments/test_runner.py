@@ -155,7 +155,7 @@ def test_dask_cluster_matches_in_process(tiny):
     distributed = pytest.importorskip("distributed")
     serial = run_experiment(tiny, instances=["n6"])
     # A threads-only local cluster: the same code path as a remote scheduler, without spawning processes.
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
         on_dask = run_experiment(tiny, instances=["n6"], scheduler=client)
     assert on_dask.settings["scheduler"] is not None
     strip = [(r["method"], r["status"], r["nit"]) for r in serial.records]
