@@ -4,7 +4,14 @@ from optkit.problems.bilevel import BilevelProblem, FiniteSum, LowerConstraints
 from optkit.problems.functions import CountedFunction, Function, check_derivatives
 from optkit.problems.monotone import BilinearGame, MinMaxProblem, MonotoneInclusion
 from optkit.problems.sets import Affine, Ball, Box, ConvexSet, NonNegative, Product, Reals, Simplex
-from optkit.problems.transport import Entropic, Regularization, TransportProblem, pairwise_cost
+from optkit.problems.transport import (
+    Entropic,
+    Quadratic,
+    Regularization,
+    SparsityConstrained,
+    TransportProblem,
+    pairwise_cost,
+)
 
 __all__ = [
     "Function",
@@ -27,5 +34,7 @@ __all__ = [
     "TransportProblem",
     "Regularization",
     "Entropic",
+    "Quadratic",
+    "SparsityConstrained",
     "pairwise_cost",
 ]

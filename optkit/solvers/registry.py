@@ -35,6 +35,7 @@ class SolverInfo:
     options: Mapping[str, Any]
     default: bool = False
     stochastic: bool = False
+    iterative: bool = True
     accepts: Callable[[Any], str | None] | None = field(default=None, repr=False)
     example: Callable[[], Any] | None = field(default=None, repr=False)
     summary: str = ""
@@ -60,6 +61,7 @@ def register(
     backends: Sequence[str] = ("numpy",),
     default: bool = False,
     stochastic: bool = False,
+    iterative: bool = True,
     accepts: Callable[[Any], str | None] | None = None,
     example: Callable[[], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -81,6 +83,9 @@ def register(
         Whether it is the default method for problems it accepts.
     stochastic
         Whether it draws random numbers (and so uses ``seed``).
+    iterative
+        ``False`` for direct solvers (one call to an external exact solver): they have no iterations for a
+        callback to interrupt.
     accepts
         Optional finer check: returns ``None`` when the problem is accepted, else the reason it is not.
     example
@@ -113,6 +118,7 @@ def register(
             options=options,
             default=default,
             stochastic=stochastic,
+            iterative=iterative,
             accepts=accepts,
             example=example,
             summary=doc[0] if doc else "",

@@ -56,7 +56,10 @@ def exact_summary(
     return TransportSolution(plan, (f, g), transport_cost, transport_cost, dual, (row_err, col_err))
 
 
-@register("emd", TransportProblem, backends=("numpy",), default=True, accepts=_exact_only, example=_example)
+@register(
+    "emd", TransportProblem, backends=("numpy",), default=True, iterative=False, accepts=_exact_only,
+    example=_example,
+)
 def emd(
     problem: TransportProblem,
     *,
