@@ -11,6 +11,12 @@ through its dual, :math:`\\max_{f,g} \\langle f, a\\rangle + \\langle g, b\\rang
 - \\varepsilon\\sum_{ij} e^{(f_i + g_j - C_{ij})/\\varepsilon}`, by exact alternating maximisation
 (Cuturi 2013, in the log domain of Peyré & Cuturi, *Computational Optimal Transport*, Remark 4.23, eq. 4.43).
 Stopping rule: the L1 marginal error :math:`\\|P\\mathbf 1 - a\\|_1 + \\|P^\\top\\mathbf 1 - b\\|_1 \\le` ``tol``.
+
+Backends: ``"numpy"`` (:mod:`optkit.kernels.numpy_sinkhorn`, the reference), ``"numba"``
+(:mod:`optkit.kernels.numba_sinkhorn`: stabilised scaling with absorption, one fused pass over the kernel per
+update, parallel over rows) and ``"jax"`` (:mod:`optkit.kernels.jax_sinkhorn` via
+:mod:`optkit.solvers.transport._sinkhorn_jax`: jit/vmap-compatible and differentiable). All three return the
+potentials in the balanced gauge :math:`\\langle a, f\\rangle = \\langle b, g\\rangle`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from optkit._arrays import is_jax_array
 from optkit.problems.transport import Entropic, TransportProblem
 from optkit.solvers.loop import Step, check_positive, check_positive_int, drive
 from optkit.solvers.registry import register, resolve_backend
@@ -47,12 +54,13 @@ def _example() -> TransportProblem:
 
 
 @register(
-    "sinkhorn", TransportProblem, backends=("numpy",), default=True, accepts=_entropic_only, example=_example
+    "sinkhorn", TransportProblem, backends=("numpy", "numba", "jax"), default=True, accepts=_entropic_only,
+    example=_example,
 )
 def sinkhorn(
     problem: TransportProblem,
     *,
-    tol: float = 1e-9,
+    tol: float | None = None,
     max_iter: int = 10_000,
     check_every: int = 10,
     time_limit: float | None = None,
@@ -71,19 +79,22 @@ def sinkhorn(
         A :class:`~optkit.problems.TransportProblem` with ``Entropic(epsilon)`` regularization.
     tol
         Stop when the L1 marginal error :math:`\\|P\\mathbf 1 - a\\|_1 + \\|P^\\top \\mathbf 1 - b\\|_1` is at most
-        ``tol``.
+        ``tol``; by default ``1e-9`` for float64 data and ``1e-5`` for float32. On the JAX backend it may be a
+        (traced) JAX scalar.
     max_iter
         Maximum number of Sinkhorn updates (one update = one ``f`` and one ``g`` half-step).
     check_every
-        How often the compiled backends (Numba, JAX) measure the error and record history; the NumPy reference
-        measures it at every update, where it comes for free.
+        How many updates the compiled backends run between two records of the history (and callback calls):
+        the Numba kernel measures the error at every update anyway (it falls out of its fused pass) and resumes
+        its state between chunks; the JAX loop tests the stopping rule every ``check_every`` updates. The NumPy
+        reference records every update.
     time_limit
         Seconds after which the run stops with ``TIME_LIMIT`` (checked between chunks).
     init
         Starting potentials ``(f, g)``; zeros by default.
     implicit_diff
         On the JAX backend, differentiate the solution by implicit differentiation of the optimality conditions
-        (``False``: unroll the loop).
+        (``False``: unroll the loop, whose reverse-mode memory grows with ``max_iter``).
     backend
         ``"auto"``, ``"numpy"``, ``"numba"`` or ``"jax"``.
     callback, progress, seed
@@ -94,6 +105,10 @@ def sinkhorn(
     Result
         ``x`` is a :class:`~optkit.solvers.transport.TransportSolution`; ``fun`` is the entropic objective;
         ``residuals["marginal_error"]`` is the final L1 marginal error, recomputed from the returned plan.
+        On the JAX backend ``x`` holds JAX arrays; under ``jax.jit``/``jax.vmap``/``jax.grad`` ``status`` is an
+        ``int32`` array of :class:`~optkit.Status` codes and ``nit`` an array (see
+        :mod:`optkit.solvers.transport._sinkhorn_jax`). ``callback``, ``progress`` and ``time_limit`` run the
+        JAX backend in compiled chunks driven from Python, which cannot be traced.
 
     Examples
     --------
@@ -109,7 +124,10 @@ def sinkhorn(
     reason = _entropic_only(problem)
     if reason is not None:
         raise ValueError(reason)
-    tol = check_positive("tol", tol)
+    if tol is None:
+        tol = 1e-5 if problem.cost.dtype == np.float32 else 1e-9
+    elif not is_jax_array(tol):
+        tol = check_positive("tol", tol)
     max_iter = check_positive_int("max_iter", max_iter)
     check_every = check_positive_int("check_every", check_every)
     if time_limit is not None:
@@ -122,7 +140,7 @@ def sinkhorn(
             problem, tol=tol, max_iter=max_iter, check_every=check_every, time_limit=time_limit, init=init,
             implicit_diff=implicit_diff, callback=callback, progress=progress,
         )
-    if problem.is_jax:
+    if problem.is_jax or is_jax_array(tol):
         raise ValueError(f"backend {chosen!r} needs NumPy arrays; this problem holds JAX arrays (use backend='jax')")
     if chosen == "numba":
         from optkit.kernels.numba_sinkhorn import sinkhorn_log_chunk as kernel
@@ -150,6 +168,13 @@ def _initial_potentials(problem: TransportProblem, init: tuple[Any, Any] | None)
     if np.isnan(f0).any() or np.isnan(g0).any():
         raise ValueError("init potentials must not contain NaN")
     return f0, g0
+
+
+def _balanced_gauge(f: np.ndarray, g: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shift ``(f + c, g - c)`` so that ``<a, f> = <b, g>`` (the plan does not change; -inf entries stay)."""
+    fa, gb = a > 0, b > 0
+    c = (float(np.dot(b[gb], g[gb])) - float(np.dot(a[fa], f[fa]))) / (float(a.sum()) + float(b.sum()))
+    return f + f.dtype.type(c), g - g.dtype.type(c)
 
 
 def _solve_with_kernel(
@@ -184,7 +209,7 @@ def _solve_with_kernel(
         return Step(int(done), {"marginal_error": float(err)})
 
     def current() -> Any:
-        return entropic_summary(cost, a, b, state["f"], state["g"], epsilon)
+        return entropic_summary(cost, a, b, *_balanced_gauge(state["f"], state["g"], a, b), epsilon)
 
     outcome = drive(
         step,
