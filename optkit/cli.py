@@ -92,6 +92,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"optkit reproduce: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. no Dask scheduler listening at --scheduler
+        if args.scheduler is None:
+            raise
+        print(f"optkit reproduce: could not use the Dask scheduler at {args.scheduler}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _list() -> int:
