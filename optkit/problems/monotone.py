@@ -93,6 +93,19 @@ class MonotoneInclusion:
         Estimated when absent.
     x0 : array_like, optional
         Starting point (default: the resolvent of zero, e.g. the barycentre of a simplex).
+    cocoercive : bool, optional
+        Whether :math:`F` is cocoercive (``True``: e.g. gradients of convex smooth sums; ``False``: e.g. the skew
+        operators of bilinear games). Forward-backward Halpern (``"halpern"``, Algorithm 1) needs it; ``None``
+        (unknown) is treated as not cocoercive by those methods.
+    sampling : array_like, optional
+        Probabilities :math:`q_i` (positive, summing to one) with which the variance-reduced methods draw
+        components, using the unbiased estimator :math:`F_i / (n q_i)` of :math:`F`; default uniform. When given,
+        ``lipschitz_components`` is the constant of that sampling (the paper's Assumption 2 with
+        :math:`F_q = F_i/(n q_i)`).
+    structure : dict, optional
+        Linear component structure for compiled kernels (see :mod:`optkit.kernels.numba_monotone`): ``D``
+        (rows: the columns of the operator's matrix, centred as the splitting is), ``groups`` (component ->
+        coordinates, ``-1`` padded) and the blocks of ``G`` (``starts``, ``kinds``, ``totals``).
     name : str, optional
 
     Raises
@@ -127,6 +140,9 @@ class MonotoneInclusion:
         lipschitz: float | None = None,
         lipschitz_components: float | None = None,
         x0: Any = None,
+        cocoercive: bool | None = None,
+        sampling: Any = None,
+        structure: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
         if not callable(components):
@@ -152,6 +168,11 @@ class MonotoneInclusion:
         self._lipschitz = _check_constant(lipschitz, "lipschitz")
         self._lipschitz_components = _check_constant(lipschitz_components, "lipschitz_components")
         self.name = name or "MonotoneInclusion"
+        if cocoercive not in (None, True, False):
+            raise TypeError(f"cocoercive must be True, False or None, got {cocoercive!r}")
+        self._cocoercive = cocoercive
+        self._sampling = None if sampling is None else self._check_sampling(sampling)
+        self._structure = structure
         if x0 is None:
             start = self.resolvent(np.zeros(self._dim), 1.0)
         else:
@@ -166,7 +187,31 @@ class MonotoneInclusion:
         self.components(start, np.array([0, self._n - 1]))
         self.operator(start)
 
+    def _check_sampling(self, sampling: Any) -> np.ndarray:
+        q = np.array(sampling, dtype=np.float64)
+        if q.shape != (self._n,):
+            raise ValueError(f"sampling must have shape ({self._n},), one probability per component, got {q.shape}")
+        if not (np.all(np.isfinite(q)) and np.all(q > 0) and abs(q.sum() - 1.0) < 1e-9):
+            raise ValueError("sampling must hold positive finite probabilities summing to 1")
+        q.flags.writeable = False
+        return q
+
     # -- data ---------------------------------------------------------------------------------------------
+    @property
+    def cocoercive(self) -> bool | None:
+        """Whether :math:`F` is declared cocoercive (``None``: unknown)."""
+        return self._cocoercive
+
+    @property
+    def sampling(self) -> np.ndarray | None:
+        """The component sampling probabilities :math:`q_i`, or ``None`` for uniform sampling."""
+        return self._sampling
+
+    @property
+    def structure(self) -> dict[str, Any] | None:
+        """Linear component structure for compiled kernels, or ``None``."""
+        return self._structure
+
     @property
     def n_components(self) -> int:
         """The number :math:`n` of components."""
@@ -264,7 +309,9 @@ class MonotoneInclusion:
             else:
                 idx = np.arange(self._n)
                 diff = self.components(u, idx) - self.components(v, idx)
-                ratio = np.sqrt(np.mean(np.sum(diff**2, axis=1))) / np.linalg.norm(u - v)
+                q = np.full(self._n, 1.0 / self._n) if self._sampling is None else self._sampling
+                mean_square = np.sum(np.sum(diff**2, axis=1) / q) / self._n**2
+                ratio = np.sqrt(mean_square) / np.linalg.norm(u - v)
             best = max(best, float(ratio))
         return best if best > 0 else 1.0
 
@@ -345,13 +392,29 @@ class BilinearGame(MonotoneInclusion):
 
     With the default sets :math:`X = \Delta^n`, :math:`Y = \Delta^m` it is a matrix game (the row player
     :math:`y` maximises). Its operator is :math:`F(x, y) = (A^\top y, -Ax)` on :math:`u = (x, y)`, split into
-    :math:`N = \max(m, n)` components, one per row/column index :math:`k` (the splitting of the paper's code):
+    :math:`N = \max(m, n)` components, one per row/column index :math:`k`. ``splitting="plain"`` is the splitting
+    of the paper's code,
 
     .. math::
 
         F_k(x, y) = N\,\big(y_k A_{k,:}^\top,\; -x_k A_{:,k}\big)
         \quad (\text{a block is zero when } k \ge m \text{ or } k \ge n),
-        \qquad \frac1N \sum_k F_k = F .
+        \qquad \frac1N \sum_k F_k = F ;
+
+    ``splitting="centered"`` (the default) subtracts the mean row :math:`\bar a` and mean column :math:`\bar c`
+    on simplex blocks and adds them back through the block totals,
+
+    .. math::
+
+        F_k(x, y) = \big(N y_k (A_{k,:}^\top - \bar a) + (\mathbf 1^\top y)\,\bar a,\;
+        -N x_k (A_{:,k} - \bar c) - (\mathbf 1^\top x)\,\bar c\big),
+
+    another exact splitting of :math:`F`. Between points of the simplices the differences
+    :math:`F_k(u) - F_k(v)` then carry only the deviations from the mean row/column: a payoff with a large
+    common part (the policeman-and-burglar matrices) has component constants about 3 times (uniform sampling)
+    to 10 times (importance sampling) smaller than with the plain splitting. ``sampling="importance"`` (the
+    default) draws :math:`k` with probability proportional to :math:`m_k = \max(\|P_X \tilde a_k\|^2,
+    \|P_Y \tilde c_k\|^2)` (the two blocks are orthogonal), ``"uniform"`` uniformly.
 
     Parameters
     ----------
@@ -361,6 +424,8 @@ class BilinearGame(MonotoneInclusion):
         Default :class:`~optkit.problems.sets.Simplex` of dimensions ``n`` and ``m``.
     x0 : array_like, optional
         Starting ``(x, y)`` concatenated; default the projection of zero (uniform strategies for simplices).
+    splitting : {"centered", "plain"}
+    sampling : {"importance", "uniform"}
     name : str, optional
 
     Notes
@@ -369,7 +434,9 @@ class BilinearGame(MonotoneInclusion):
     hull (the orthogonal complement of :math:`\mathbf 1` for a simplex, the identity otherwise): simplex
     projections ignore shifts along :math:`\mathbf 1`, so this restricted norm governs the methods (for the
     paper's 500 x 500 game it is about 100 times smaller than :math:`\|A\|_2`). ``lipschitz_components`` is the
-    mean-square constant of the splitting above, :math:`\sqrt N \max_k \max(\|P_X A_{k,:}\|, \|P_Y A_{:,k}\|)`.
+    mean-square constant of the splitting and sampling on the sets' tangent spaces: :math:`\sqrt{N\max_k m_k}`
+    (uniform) or :math:`\sqrt{\sum_k m_k}` (importance), with :math:`\tilde a_k, \tilde c_k` the (centred)
+    rows and columns.
 
     Examples
     --------
@@ -382,8 +449,12 @@ class BilinearGame(MonotoneInclusion):
 
     def __init__(
         self, A: Any, X: ConvexSet | None = None, Y: ConvexSet | None = None, *, x0: Any = None,
-        name: str | None = None,
+        splitting: str = "centered", sampling: str = "importance", name: str | None = None,
     ) -> None:
+        if splitting not in ("centered", "plain"):
+            raise ValueError(f"splitting must be 'centered' or 'plain', got {splitting!r}")
+        if sampling not in ("importance", "uniform"):
+            raise ValueError(f"sampling must be 'importance' or 'uniform', got {sampling!r}")
         try:
             matrix = np.array(A, dtype=np.float64)
         except (TypeError, ValueError):
@@ -404,10 +475,13 @@ class BilinearGame(MonotoneInclusion):
         self._A, self._m, self._n_cols = matrix, m, n
         self._X, self._Y = X, Y
         N = max(m, n)
+        # Centre a block only where the set is a simplex: there differences of feasible points sum to zero.
+        abar = matrix.mean(axis=0) if (splitting == "centered" and isinstance(Y, Simplex)) else np.zeros(n)
+        cbar = matrix.mean(axis=1) if (splitting == "centered" and isinstance(X, Simplex)) else np.zeros(m)
         rows = np.zeros((N, n))
-        rows[:m] = matrix
+        rows[:m] = matrix - abar
         cols = np.zeros((N, m))
-        cols[:n] = matrix.T
+        cols[:n] = matrix.T - cbar
         self._rows, self._cols = rows, cols  # padded so that component k reads row k and column k
 
         def components(u: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -417,8 +491,8 @@ class BilinearGame(MonotoneInclusion):
             xpad = np.zeros(N)
             xpad[:n] = x
             out = np.empty((idx.size, n + m))
-            out[:, :n] = N * ypad[idx, None] * rows[idx]
-            out[:, n:] = -N * xpad[idx, None] * cols[idx]
+            out[:, :n] = N * ypad[idx, None] * rows[idx] + y.sum() * abar
+            out[:, n:] = -N * xpad[idx, None] * cols[idx] - x.sum() * cbar
             return out
 
         def operator(u: np.ndarray) -> np.ndarray:
@@ -429,12 +503,34 @@ class BilinearGame(MonotoneInclusion):
 
         restricted = centred(Y, centred(X, matrix).T).T
         lipschitz = float(np.linalg.norm(restricted, 2)) if restricted.any() else 1.0
-        row_norms = np.linalg.norm(centred(X, matrix), axis=1)
-        col_norms = np.linalg.norm(centred(Y, matrix.T), axis=1)
-        lipschitz_components = math.sqrt(N) * max(float(row_norms.max()), float(col_norms.max()))
+        weights = np.maximum(np.linalg.norm(centred(X, rows), axis=1) ** 2,
+                             np.linalg.norm(centred(Y, cols), axis=1) ** 2)
+        if sampling == "importance" and weights.sum() > 0:
+            q = np.maximum(weights, 1e-3 * weights.max()) if weights.max() > 0 else np.ones(N)
+            q = q / q.sum()
+            lipschitz_components = math.sqrt(float(np.max(weights / q)))
+        else:
+            q = None
+            lipschitz_components = math.sqrt(N * float(weights.max()))
+        # Kernel structure: coordinate j of u moves F along row j of D (the centred columns of [[0, A^T], [-A, 0]]).
+        D = np.zeros((n + m, n + m))
+        D[:n, n:] = -(matrix.T - cbar)
+        D[n:, :n] = matrix - abar
+        groups = -np.ones((N, 2), dtype=np.int64)
+        groups[:n, 0] = np.arange(n)
+        groups[:m, 1] = n + np.arange(m)
+        kinds, totals = [], []
+        for s in (X, Y):
+            kinds.append(1 if isinstance(s, Simplex) else (0 if isinstance(s, Reals) else -1))
+            totals.append(float(s.total) if isinstance(s, Simplex) else 0.0)
+        structure = None
+        if min(kinds) >= 0:
+            structure = {"D": D, "groups": groups, "starts": np.array([0, n, n + m], dtype=np.int64),
+                         "kinds": np.array(kinds, dtype=np.int64), "totals": np.array(totals)}
         super().__init__(
             components, N, n + m, Product(X, Y), operator=operator, lipschitz=lipschitz,
-            lipschitz_components=lipschitz_components or 1.0, x0=x0, name=name or "BilinearGame",
+            lipschitz_components=lipschitz_components or 1.0, x0=x0, cocoercive=False, sampling=q,
+            structure=structure, name=name or "BilinearGame",
         )
 
     @property

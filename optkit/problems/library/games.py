@@ -64,17 +64,21 @@ def policeman_burglar_matrix(n: int = 500, *, seed: int = 1, theta: float = 0.8,
 
 
 def policeman_burglar(n: int = 500, *, seed: int = 1, theta: float = 0.8, weights: str = "rows",
-                      generator: str = "default_rng") -> BilinearGame:
+                      generator: str = "default_rng", splitting: str = "centered",
+                      sampling: str = "importance") -> BilinearGame:
     """The policeman-and-burglar matrix game on simplices (see the module docstring and
     :func:`policeman_burglar_matrix`). Start: uniform strategies. The default is the row-weighted instance of
-    value :data:`ROW_WEIGHTED_VALUE` (for ``n = 500``)."""
+    value :data:`ROW_WEIGHTED_VALUE` (for ``n = 500``). ``splitting`` and ``sampling`` choose the component
+    splitting (see :class:`~optkit.problems.BilinearGame`); ``"plain"``, ``"uniform"`` is the paper's."""
     A = policeman_burglar_matrix(n, seed=seed, theta=theta, weights=weights, generator=generator)
-    return BilinearGame(A, name=f"policeman_burglar_{weights}_{n}")
+    return BilinearGame(A, splitting=splitting, sampling=sampling, name=f"policeman_burglar_{weights}_{n}")
 
 
-def policeman_burglar_official(n: int = 500) -> BilinearGame:
-    """The official script's instance for Figure 1(a): column weights, ``np.random.seed(1)``."""
-    return policeman_burglar(n, seed=1, weights="columns", generator="legacy")
+def policeman_burglar_official(n: int = 500, *, splitting: str = "plain", sampling: str = "uniform") -> BilinearGame:
+    """The official script's instance for Figure 1(a): column weights, ``np.random.seed(1)``, and (by default)
+    the official code's plain splitting with uniform sampling."""
+    return policeman_burglar(n, seed=1, weights="columns", generator="legacy", splitting=splitting,
+                             sampling=sampling)
 
 
 def _lower_bound_data(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -90,7 +94,7 @@ def _lower_bound_data(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return A, H, b, h
 
 
-def quadratic_lower_bound(n: int = 200) -> MonotoneInclusion:
+def quadratic_lower_bound(n: int = 200, *, sampling: str = "importance") -> MonotoneInclusion:
     r"""The quadratic min-max instance (Figure 1(b)) as a monotone inclusion with :math:`G = 0`.
 
     .. math::
@@ -101,11 +105,16 @@ def quadratic_lower_bound(n: int = 200) -> MonotoneInclusion:
     - A_{i,:}^\top y_i,\; (A_{:,i} x_i) - b_i e_i\big)` -- the coordinate splitting of the paper's code,
     :math:`\frac1n\sum_i F_i = F`. The residual is :math:`\|F(x, y)\|`. Start: zero.
 
-    ``lipschitz`` is :math:`\|[[H, -A^\top], [A, 0]]\|_2`; ``lipschitz_components`` the mean-square constant of the
-    splitting.
+    ``lipschitz`` is :math:`\|M\|_2`, :math:`M = [[H, -A^\top], [A, 0]]`; ``lipschitz_components`` the
+    mean-square constant of the splitting under the sampling: ``"uniform"`` (the paper's code) or
+    ``"importance"`` (the default; component :math:`i` drawn with probability proportional to
+    :math:`\|M_{:,i}\|^2 + \|M_{:,n+i}\|^2`, which makes the constant :math:`\|M\|_F`). :math:`F` is monotone
+    but not cocoercive (its symmetric part :math:`\operatorname{diag}(H, 0)` is singular on the :math:`y` block).
     """
     if not isinstance(n, (int, np.integer)) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    if sampling not in ("importance", "uniform"):
+        raise ValueError(f"sampling must be 'importance' or 'uniform', got {sampling!r}")
     A, H, b, h = _lower_bound_data(n)
     M = np.block([[H, -A.T], [A, np.zeros((n, n))]])
     offset = np.concatenate([-h, -b])
@@ -119,9 +128,18 @@ def quadratic_lower_bound(n: int = 200) -> MonotoneInclusion:
     def operator(u: np.ndarray) -> np.ndarray:
         return M @ u + offset
 
-    lipschitz_components = float(np.sqrt(n * max(np.max(np.sum(Mx**2, axis=1)), np.max(np.sum(My**2, axis=1)))))
+    weights = np.sum(Mx**2, axis=1) + np.sum(My**2, axis=1)  # ||a x_i + b y_i||^2 <= (|a|^2 + |b|^2)|(x_i, y_i)|^2
+    if sampling == "importance":
+        q = weights / weights.sum()
+        lipschitz_components = float(np.sqrt(weights.sum()))
+    else:
+        q = None
+        lipschitz_components = float(np.sqrt(n * weights.max()))
+    groups = np.stack([np.arange(n), n + np.arange(n)], axis=1).astype(np.int64)
+    structure = {"D": M.T.copy(), "groups": groups, "starts": np.array([0, n, 2 * n], dtype=np.int64),
+                 "kinds": np.zeros(2, dtype=np.int64), "totals": np.zeros(2)}
     return MonotoneInclusion(
         components, n, 2 * n, Product(Reals(n), Reals(n)), operator=operator,
         lipschitz=float(np.linalg.norm(M, 2)), lipschitz_components=lipschitz_components,
-        x0=np.zeros(2 * n), name=f"quadratic_lower_bound_{n}",
+        x0=np.zeros(2 * n), cocoercive=False, sampling=q, structure=structure, name=f"quadratic_lower_bound_{n}",
     )

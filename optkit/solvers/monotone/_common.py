@@ -164,6 +164,6 @@ def example_quadratic() -> MonotoneInclusion:
     return MonotoneInclusion(components, 10, 4, Product(Reals(4)), operator=lambda u: Hbar @ u - c.mean(axis=0),
                              lipschitz=float(np.linalg.norm(Hbar, 2)),
                              lipschitz_components=float(np.sqrt(np.mean([np.linalg.norm(h, 2) ** 2 for h in H]))),
-                             name="example_quadratic")
+                             cocoercive=True, name="example_quadratic")
 
 

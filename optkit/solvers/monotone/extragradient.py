@@ -14,7 +14,8 @@ r"""Extragradient baselines for :math:`0 \in F(u) + G(u)`: EG, anchored EG (EAG)
       u_{k+1} = J_{\gamma G}\big(\bar u_k - \gamma[F(w_k) + F_{\xi_k}(u_{k+1/2}) - F_{\xi_k}(w_k)]\big),
 
   :math:`w_{k+1} = u_{k+1}` with probability :math:`p` (a full pass) else :math:`w_k`; :math:`p = 1/n`,
-  :math:`\alpha = 1 - p`, :math:`\xi_k` uniform.
+  :math:`\alpha = 1 - p`, :math:`\xi_k` drawn with the problem's sampling probabilities :math:`q`
+  (uniform by default), the correction divided by :math:`n q_{\xi_k}`.
 
 Steps in the paper's experiments (official code): EG and EAG :math:`\eta = 5/\|A\|_2`, VR-EG
 :math:`\gamma = 3\sqrt p/\|A\|_F`. Defaults here are measured against the problem's constant :math:`L_F`
@@ -220,6 +221,10 @@ def vr_eg(
     gamma = check_step("vr-eg", "step", step, min(math.sqrt(p) / Lc, 0.5 / L), 1.0 / L, "L_F", L)
     alpha = 1.0 - p
     rng = as_generator(seed)
+    # The problem's sampling probabilities q_i (uniform by default): estimator F_i / (n q_i).
+    q = problem.sampling if problem.sampling is not None else np.full(n, 1.0 / n)
+    cumulative = np.cumsum(q)
+    cumulative[-1] = 1.0
     counter = Counter()
     s: dict[str, Any] = {"u": start_point(problem, init)}
     s["w"] = s["u"].copy()
@@ -228,10 +233,10 @@ def vr_eg(
 
     def iterate() -> int:
         u, w, Fw = s["u"], s["w"], s["Fw"]
-        i = np.array([rng.integers(n)])
+        i = np.array([min(int(np.searchsorted(cumulative, rng.random())), n - 1)])
         ubar = alpha * u + (1.0 - alpha) * w
         half = problem.resolvent(ubar - gamma * Fw, gamma)
-        correction = problem.components(half, i)[0] - problem.components(w, i)[0]
+        correction = (problem.components(half, i)[0] - problem.components(w, i)[0]) / (n * q[i[0]])
         s["u"] = problem.resolvent(ubar - gamma * (Fw + correction), gamma)
         spent, s["unpaid"] = 2 + s["unpaid"], 0
         if rng.random() < p:

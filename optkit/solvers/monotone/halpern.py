@@ -8,21 +8,18 @@ Registered methods:
   iteration with :math:`\lambda_k = 2/(k+4)` and :math:`F(u_k)` replaced by the loopless PAGE-type estimator
   :math:`\tilde F_k` (a full pass with probability :math:`p_k`, otherwise the previous estimate plus a minibatch
   difference of size :math:`b = \lfloor\sqrt n\rfloor` drawn without replacement).
-* ``"vr-halpern-inexact"`` -- Algorithm 2 (monotone Lipschitz case): inexact Halpern
-  :math:`u_{k+1} = \lambda_k u_0 + (1-\lambda_k)\tilde u_k`, :math:`\lambda_k = 1/(k+2)`, with
-  :math:`\tilde u_k \approx J_{\eta(F+G)}(u_k)` computed by :math:`M_k = \lfloor c_M n \log(k+2)\rfloor` steps of
-  VR-FoRB (Alacaoglu and Malitsky 2022) on the 1-strongly monotone :math:`\eta F(v) + v - u_k`.
+* ``"vr-halpern-inexact"`` -- Algorithm 2 (monotone Lipschitz case), in :mod:`optkit.solvers.monotone.inexact`.
+
+Both forward-backward methods need :math:`F` cocoercive: ``"halpern"`` refuses a problem not declared
+``cocoercive=True``, and ``"vr-halpern"`` on such a problem runs Algorithm 2 (``"vr-halpern-inexact"`` at its
+defaults) and says so in ``Result.info["algorithm"]`` and the log.
 
 The constants are those of the official code (``zephyr-cai/Finite-Sum-Halpern-Iteration``, ``matrix_game.py``, read
 at HEAD 638fc274; the paper's PDF was not reachable from here to check them against the text):
 :math:`p_k = 1` for :math:`k \le 1`, :math:`p_k = 4/(k+4)` while :math:`k - 1 \le \sqrt n`, then
-:math:`4/(\sqrt n + 5)`; Algorithm 2 uses :math:`\eta = \sqrt n / L`, VR-FoRB :math:`p = 1/n`,
-:math:`\alpha = 1 - p`, :math:`\gamma = 5\sqrt{p(1-p)}/(\sqrt n + 1)`, :math:`c_M = 0.05`. Two departures from
-that code, both options: the code puts the anchor inside the resolvent,
+:math:`4/(\sqrt n + 5)`; Two departures from that code, both options: the code puts the anchor inside the resolvent,
 :math:`u_{k+1} = J_{\eta G}(\lambda_k u_0 + (1-\lambda_k)u_k - \eta\tilde F_k)` (``anchor="inside"``), while the
-default here anchors outside as in the Halpern iteration written above (``anchor="outside"``); and the VR-FoRB
-snapshot is refreshed to the new inner iterate :math:`v_{j+1}` as in Alacaoglu--Malitsky (the code resets it to
-the outer point :math:`u_k`).
+default here anchors outside as in the Halpern iteration written above (``anchor="outside"``).
 
 Accounting: see :mod:`optkit.solvers.monotone._common` (a difference of components counts two evaluations).
 
@@ -35,6 +32,7 @@ counted; a restart reuses that pass as its first step.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -49,7 +47,9 @@ from optkit.solvers.monotone._common import (
 from optkit.solvers.registry import register, resolve_backend
 from optkit.solvers.result import Result
 
-__all__ = ["halpern", "vr_halpern", "vr_halpern_inexact"]
+__all__ = ["halpern", "vr_halpern"]
+
+logger = logging.getLogger("optkit")
 
 
 def _check_anchor(anchor: Any) -> str:
@@ -103,7 +103,15 @@ class _Restarts:
         return False
 
 
-@register("halpern", MonotoneInclusion, backends=("numpy",), example=example_quadratic)
+def _accepts_cocoercive(problem: Any) -> str | None:
+    if getattr(problem, "cocoercive", None) is True:
+        return None
+    return ("method 'halpern' is forward-backward Halpern, which needs a cocoercive F; this problem is not "
+            "declared cocoercive (MonotoneInclusion(..., cocoercive=True)). For monotone Lipschitz F (games, "
+            "min-max problems) use 'vr-halpern' (which then runs Algorithm 2), 'vr-halpern-inexact' or 'eag'")
+
+
+@register("halpern", MonotoneInclusion, backends=("numpy",), accepts=_accepts_cocoercive, example=example_quadratic)
 def halpern(
     problem: MonotoneInclusion,
     *,
@@ -237,7 +245,7 @@ class PageEstimator:
         return 2 * self.batch
 
 
-@register("vr-halpern", MonotoneInclusion, backends=("numpy",), stochastic=True, example=example_quadratic)
+@register("vr-halpern", MonotoneInclusion, backends=("numba", "numpy"), stochastic=True, example=example_quadratic)
 def vr_halpern(
     problem: MonotoneInclusion,
     *,
@@ -269,7 +277,11 @@ def vr_halpern(
     Parameters
     ----------
     problem
-        A :class:`~optkit.problems.MonotoneInclusion` (theory: :math:`F` cocoercive on average).
+        A :class:`~optkit.problems.MonotoneInclusion`. Algorithm 1 needs :math:`F` cocoercive on average; a
+        problem not declared ``cocoercive=True`` is solved by Algorithm 2 instead
+        (:func:`~optkit.solvers.monotone.inexact.vr_halpern_inexact` at its defaults, with ``tol``, budgets,
+        ``restart``, ``init`` and ``seed`` passed on; ``step``, ``batch_size`` and ``anchor`` must then be left
+        at their defaults).
     step
         :math:`\eta`; default :math:`1/L_F`. Refused above :math:`2/L_F` (the forward-backward stability bound).
     batch_size
@@ -287,10 +299,27 @@ def vr_halpern(
     >>> bool(result.success)
     True
     """
+    if problem.cocoercive is not True:
+        specific = {"step": step, "batch_size": batch_size}
+        given = [name for name, value in specific.items() if value is not None] + (["anchor"] if anchor != "outside"
+                                                                                    else [])
+        if given:
+            raise ValueError(f"vr-halpern: the problem is not declared cocoercive, so Algorithm 2 "
+                             f"(vr-halpern-inexact) runs, which has no option(s) {given}; drop them, or declare "
+                             "cocoercive=True if F is cocoercive")
+        from optkit.solvers.monotone.inexact import vr_halpern_inexact
+
+        logger.info("vr-halpern: %s is not declared cocoercive; running Algorithm 2 (vr-halpern-inexact)", problem)
+        result = vr_halpern_inexact(problem, tol=tol, max_iter=max_iter, max_epochs=max_epochs,
+                                    check_every=check_every, restart=restart, time_limit=time_limit, init=init,
+                                    backend=backend if backend in ("auto", "numpy", "numba") else "numpy",
+                                    callback=callback, progress=progress, seed=seed)
+        result.info["algorithm"] = "vr-halpern-inexact (Algorithm 2: the problem is not declared cocoercive)"
+        return result
     tol, max_iter, max_epochs, check_every, time_limit = check_common(tol, max_iter, max_epochs, check_every,
                                                                        time_limit)
     anchor, restart = _check_anchor(anchor), _check_restart(restart)
-    chosen = resolve_backend(backend, vr_halpern.solver_info)
+    chosen = resolve_backend(backend, ("numpy",)) if backend != "numba" else "numpy"
     n = problem.n_components
     b = max(1, int(math.isqrt(n))) if batch_size is None else check_positive_int("batch_size", batch_size)
     if b > n:
@@ -324,145 +353,6 @@ def vr_halpern(
 
     return run(problem, "vr-halpern", iterate, lambda: s["u"], counter, tol=tol, max_iter=max_iter,
                max_epochs=max_epochs, check_every=check_every, time_limit=time_limit, callback=callback,
-               progress=progress, backend=chosen, info=restarts.describe(step=eta, batch_size=b),
-               on_check=on_check if restart is not None else None)
-
-
-def forb_resolvent(problem: MonotoneInclusion, center: np.ndarray, eta: float, gamma: float, steps: int, p: float,
-                   rng: np.random.Generator, counter: Counter) -> np.ndarray:
-    r"""Approximate :math:`J_{\eta(F+G)}(c)` by ``steps`` iterations of loopless VR-FoRB.
-
-    Alacaoglu and Malitsky (COLT 2022), forward-reflected-backward with variance reduction, on
-    :math:`\Phi(v) = \eta F(v) + v - c` (1-strongly monotone), :math:`\Phi_i = \eta F_i + I - c`:
-
-    .. math::
-
-        \bar v_j = \alpha v_j + (1-\alpha) w_j,\quad
-        v_{j+1} = J_{\gamma\eta G}\big(\bar v_j - \gamma[\Phi(w_j) + \Phi_{\xi_j}(v_j) - \Phi_{\xi_j}(w_{j-1})]\big),
-
-    :math:`\xi_j` uniform, :math:`w_{j+1} = v_{j+1}` with probability :math:`p` (a full pass) else :math:`w_j`,
-    :math:`\alpha = 1 - p`, :math:`v_0 = w_0 = w_{-1} = c`.
-    """
-    n = problem.n_components
-    alpha = 1.0 - p
-    v = center.copy()
-    w = center.copy()
-    w_prev = center.copy()
-    Fw = problem.operator(w)
-    counter.evals += n
-    coins = rng.random(steps) < p
-    picks = rng.integers(0, n, size=steps)
-    for j in range(steps):
-        i = picks[j]
-        both = problem.components(v, np.array([i]))[0] - problem.components(w_prev, np.array([i]))[0]
-        direction = eta * (Fw + both) + (w - center) + (v - w_prev)
-        vbar = alpha * v + (1.0 - alpha) * w
-        v_new = problem.resolvent(vbar - gamma * direction, gamma * eta)
-        counter.evals += 2
-        w_prev = w
-        if coins[j]:
-            w = v_new.copy()
-            Fw = problem.operator(w)
-            counter.evals += n
-        v = v_new
-    return v
-
-
-@register("vr-halpern-inexact", MonotoneInclusion, backends=("numpy",), stochastic=True,
-          example=example_quadratic)
-def vr_halpern_inexact(
-    problem: MonotoneInclusion,
-    *,
-    eta: float | None = None,
-    inner_step: float | None = None,
-    inner_factor: float = 0.05,
-    restart: float | None = 0.2,
-    tol: float = 1e-8,
-    max_iter: int = 1_000_000,
-    max_epochs: float = 1e5,
-    check_every: float = 1.0,
-    time_limit: float | None = None,
-    init: Any = None,
-    backend: str = "auto",
-    callback: Any = None,
-    progress: bool = False,
-    seed: Any = None,
-) -> Result:
-    r"""Inexact variance-reduced Halpern iteration, Algorithm 2 of Cai, Alacaoglu and Diakonikolas (ICLR 2024).
-
-    .. math::
-
-        u_{k+1} = \lambda_k u_0 + (1-\lambda_k)\,\tilde u_k, \qquad \lambda_k = \frac1{k+2},\qquad
-        \tilde u_k \approx J_{\eta(F+G)}(u_k),
-
-    where :math:`\tilde u_k` comes from :math:`M_k = \max(1, \lfloor c_M\, n \log(k+2)\rfloor)` steps of VR-FoRB
-    (:func:`forb_resolvent`) with :math:`p = 1/n`. For monotone Lipschitz :math:`F` this needs
-    :math:`\tilde O(n + \sqrt n L/\varepsilon)` component evaluations.
-
-    Parameters
-    ----------
-    problem
-        A :class:`~optkit.problems.MonotoneInclusion` (monotone, Lipschitz on average).
-    eta
-        The resolvent parameter :math:`\eta`; default :math:`\sqrt n / L` with :math:`L` =
-        ``problem.lipschitz_components`` (the paper's choice, :math:`\eta L = \sqrt n`).
-    inner_step
-        VR-FoRB step :math:`\gamma`; default :math:`5\sqrt{p(1-p)}/(\sqrt n + 1)` (official code). Refused above
-        the inner problem's stability bound :math:`1/(1 + \eta L_F)` (:math:`\Phi` is
-        :math:`(1+\eta L_F)`-Lipschitz).
-    inner_factor
-        :math:`c_M`.
-    restart
-        Anchor-restart factor (as in :func:`halpern`), or ``None`` for the literal Algorithm 2.
-    tol, max_iter, max_epochs, check_every, time_limit, init
-        As in :func:`halpern`; one iteration is one outer step.
-    backend, callback, progress, seed
-        See :func:`optkit.solve`.
-
-    Examples
-    --------
-    >>> import optkit
-    >>> from optkit.solvers.monotone._common import example_quadratic
-    >>> result = optkit.solve(example_quadratic(), "vr-halpern-inexact", tol=1e-6, seed=0)
-    >>> bool(result.success)
-    True
-    """
-    tol, max_iter, max_epochs, check_every, time_limit = check_common(tol, max_iter, max_epochs, check_every,
-                                                                       time_limit)
-    chosen = resolve_backend(backend, vr_halpern_inexact.solver_info)
-    restart = _check_restart(restart)
-    inner_factor = check_positive("inner_factor", inner_factor)
-    n = problem.n_components
-    Lc, L = problem.lipschitz_components, problem.lipschitz
-    eta_value = math.sqrt(n) / Lc if eta is None else check_positive("eta", eta)
-    p = 1.0 / n
-    bound = 1.0 / (1.0 + eta_value * L)
-    default_gamma = min(5.0 * math.sqrt(p * (1.0 - p)) / (math.sqrt(n) + 1.0), bound) if n > 1 else 0.5 * bound
-    gamma = check_step("vr-halpern-inexact", "inner_step", inner_step, default_gamma, bound, "(1 + eta L_F)",
-                       1.0 + eta_value * L)
-    rng = as_generator(seed)
-    counter = Counter()
-    restarts = _Restarts(restart, counter, n)
-    s: dict[str, Any] = {"u": start_point(problem, init), "k": 0}
-    s["u0"] = s["u"].copy()
-
-    def on_check(u: np.ndarray, residual: float, Fu: np.ndarray) -> None:
-        if restarts.check(residual):
-            s["u0"], s["k"] = u.copy(), 0
-
-    def iterate() -> int:
-        k = s["k"]
-        before = counter.evals
-        steps = max(1, int(inner_factor * n * math.log(k + 2)))
-        approx = forb_resolvent(problem, s["u"], eta_value, gamma, steps, p, rng, counter)
-        lam = 1.0 / (k + 2)
-        s["u"] = lam * s["u0"] + (1.0 - lam) * approx
-        s["k"] = k + 1
-        spent = counter.evals - before
-        counter.evals = before  # run() adds what iterate() returns
-        return spent
-
-    return run(problem, "vr-halpern-inexact", iterate, lambda: s["u"], counter, tol=tol, max_iter=max_iter,
-               max_epochs=max_epochs, check_every=check_every, time_limit=time_limit, callback=callback,
-               progress=progress, backend=chosen, info=restarts.describe(eta=eta_value, inner_step=gamma),
+               progress=progress, backend=chosen,
+               info=restarts.describe(step=eta, batch_size=b, algorithm="vr-halpern (Algorithm 1)"),
                on_check=on_check if restart is not None else None)

@@ -90,8 +90,8 @@ def test_single_sample_correction_is_unbiased() -> None:
 
 def test_seeded_runs_repeat() -> None:
     problem = policeman_burglar(12)
-    first = optkit.solve(problem, "vr-halpern", seed=5, max_epochs=20)
-    second = optkit.solve(problem, "vr-halpern", seed=np.random.default_rng(5), max_epochs=20)
+    first = optkit.solve(problem, "vr-halpern-inexact", seed=5, max_epochs=20)
+    second = optkit.solve(problem, "vr-halpern-inexact", seed=np.random.default_rng(5), max_epochs=20)
     np.testing.assert_array_equal(first.x[0], second.x[0])
 
 
@@ -99,19 +99,51 @@ def test_seeded_runs_repeat() -> None:
                                            ("vr-halpern", "step"), ("vr-eg", "step"),
                                            ("vr-halpern-inexact", "inner_step")])
 def test_step_above_stability_bound_is_refused(method: str, option: str) -> None:
-    game = policeman_burglar(12)
+    problem = example_quadratic()
     with pytest.raises(ValueError, match="stability bound"):
-        optkit.solve(game, method, **{option: 1e3 / game.lipschitz})
+        optkit.solve(problem, method, **{option: 1e3 / problem.lipschitz})
+
+
+def test_forward_backward_halpern_refuses_or_routes_non_cocoercive() -> None:
+    game = policeman_burglar(12)
+    with pytest.raises(ValueError, match="cocoercive"):
+        optkit.solve(game, "halpern")
+    with pytest.raises(ValueError, match="not declared cocoercive"):
+        optkit.solve(game, "vr-halpern", step=0.1)
+    result = optkit.solve(game, "vr-halpern", tol=1e-8, seed=0)
+    assert result.success and "Algorithm 2" in result.info["algorithm"]
+    value = lp_equilibrium(game.A)
+    assert abs(game.game_value(*result.x) - value) < 1e-6
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_inexact_backends_agree_with_linprog(backend: str) -> None:
+    game = policeman_burglar(12)
+    result = optkit.solve(game, "vr-halpern-inexact", tol=1e-9, seed=3, backend=backend)
+    assert result.success and result.backend == backend
+    x, y = result.x
+    assert abs(game.game_value(x, y) - lp_equilibrium(game.A)) < 1e-6
+    assert 0.0 <= game.duality_gap(x, y) < 1e-6
+
+
+def test_literal_algorithm_two_runs() -> None:
+    game = policeman_burglar(12, splitting="plain", sampling="uniform")
+    n = game.n_components
+    p = 1.0 / n
+    result = optkit.solve(game, "vr-halpern-inexact", inner_tol=None, warm_start=False, restart=None,
+                          inner_step=5 * np.sqrt(p * (1 - p)) / (np.sqrt(n) + 1), max_epochs=200, tol=1e-12, seed=0)
+    assert result.status is optkit.Status.MAX_ITER
+    assert result.residuals["residual"] < 0.5 * game.residual(game.x0)
 
 
 def test_other_bad_options() -> None:
     game = policeman_burglar(12)
     with pytest.raises(ValueError, match="batch_size"):
-        optkit.solve(game, "vr-halpern", batch_size=100)
+        optkit.solve(example_quadratic(), "vr-halpern", batch_size=100)
     with pytest.raises(ValueError, match="restart"):
-        optkit.solve(game, "halpern", restart=2.0)
+        optkit.solve(example_quadratic(), "halpern", restart=2.0)
     with pytest.raises(ValueError, match="anchor"):
-        optkit.solve(game, "halpern", anchor="middle")
+        optkit.solve(example_quadratic(), "halpern", anchor="middle")
     with pytest.raises(ValueError, match="init"):
         optkit.solve(game, "eg", init=np.zeros(3))
     with pytest.raises(ValueError, match="max_epochs"):
@@ -122,3 +154,20 @@ def test_epoch_budget_reports_max_iter() -> None:
     result = optkit.solve(policeman_burglar(12), "vr-eg", max_epochs=3, tol=1e-14)
     assert result.status is optkit.Status.MAX_ITER and "max_epochs" in result.message
     assert 3 <= result.counts["epochs"] < 3 + 12 / 12 + 1
+
+
+def test_importance_sampled_centered_correction_is_unbiased() -> None:
+    # Centered splitting + importance sampling: E_q[(F_xi(a) - F_xi(b)) / (n q_xi)] = F(a) - F(b) for a, b on the
+    # simplices (the centering cancels only there), checked within a few standard errors.
+    game = policeman_burglar(15)
+    rng = np.random.default_rng(5)
+    a, b = game.resolvent(rng.random(game.dim), 1.0), game.resolvent(rng.random(game.dim), 1.0)
+    q = game.sampling
+    picks = rng.choice(game.n_components, size=20000, p=q)
+    diffs = (game.components(a, picks) - game.components(b, picks)) / (game.n_components * q[picks, None])
+    stderr = diffs.std(axis=0) / np.sqrt(len(picks))
+    assert np.all(np.abs(diffs.mean(axis=0) - (game.operator(a) - game.operator(b))) <= 5 * stderr + 1e-12)
+    # and the splitting is exact everywhere: the mean of all components is F
+    u = rng.random(game.dim)
+    np.testing.assert_allclose(game.components(u, np.arange(game.n_components)).mean(axis=0), game.operator(u),
+                               atol=1e-12)
