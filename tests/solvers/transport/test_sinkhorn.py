@@ -158,7 +158,12 @@ def test_numba_converges_where_kernel_sinkhorn_underflows() -> None:
 # -------------------------------------------------------------------------------------------------- JAX
 def _jax_objective(cost, a, b, epsilon=EPSILON, implicit=True):
     problem = TransportProblem(a, b, cost, Entropic(epsilon))
-    return optkit.solve(problem, "sinkhorn", backend="jax", tol=1e-13, implicit_diff=implicit).fun
+    return optkit.solve(problem, "sinkhorn", backend="jax", tol=1e-13, max_iter=500, implicit_diff=implicit).fun
+
+
+# Compiled once, shared by the gradient tests (same shapes): JAX compilation dominates their cost.
+_grad_implicit = jax.jit(jax.grad(_jax_objective, argnums=(0, 1, 2, 3)))
+_grad_unrolled = jax.jit(jax.grad(lambda *p: _jax_objective(*p, implicit=False), argnums=(0, 1, 2, 3)))
 
 
 def test_jax_under_jit_and_vmap(solved: dict) -> None:
@@ -194,12 +199,12 @@ def _numba_objective(cost, a, b) -> float:
     return result.fun
 
 
-def test_jax_gradients_match_finite_differences() -> None:
+def test_jax_gradients_match_finite_differences(solved: dict) -> None:
     """d objective / d (cost, a, b, points) against central differences of the converged objective (computed by
     the Numba backend); the marginal directions keep the two masses equal."""
     problem = _problem("jax")
     cost, a, b = problem.cost, problem.a, problem.b
-    grad_cost, grad_a, grad_b = jax.grad(_jax_objective, argnums=(0, 1, 2))(cost, a, b)
+    grad_cost, grad_a, grad_b, _ = _grad_implicit(cost, a, b, EPSILON)
     rng = np.random.default_rng(2)
     h = 1e-5
     direction_cost = rng.normal(size=(N, M))
@@ -217,7 +222,7 @@ def test_jax_gradients_match_finite_differences() -> None:
         minus = _numba_objective(_np(cost) - h * dc, _np(a) - h * da, _np(b) - h * db)
         assert analytic == pytest.approx((plus - minus) / (2 * h), rel=1e-6, abs=1e-9)
     # The gradient with respect to the cost is the optimal plan (envelope theorem).
-    np.testing.assert_allclose(_np(grad_cost), _np(_solve(problem, "jax", tol=1e-13).x.plan), atol=1e-10)
+    np.testing.assert_allclose(_np(grad_cost), solved["numpy"].x.plan, atol=1e-10)
 
     # Point positions through TransportProblem.from_points (the max-normalisation is differentiated too).
     x, y, a_np, b_np = _data()
@@ -225,9 +230,9 @@ def test_jax_gradients_match_finite_differences() -> None:
     def of_points(x):
         problem = TransportProblem.from_points(x, jnp.asarray(y), jnp.asarray(a_np), jnp.asarray(b_np),
                                                normalize="max", regularization=Entropic(EPSILON))
-        return optkit.solve(problem, "sinkhorn", tol=1e-13).fun
+        return optkit.solve(problem, "sinkhorn", tol=1e-13, max_iter=500).fun
 
-    grad_x = jax.grad(of_points)(jnp.asarray(x))
+    grad_x = jax.jit(jax.grad(of_points))(jnp.asarray(x))
     direction_x = rng.normal(size=x.shape)
 
     def numba_points(x):
@@ -243,8 +248,8 @@ def test_implicit_and_unrolled_gradients_agree() -> None:
     marginal gradients may differ by opposite constants (c on a, -c on b), which such directions do not see."""
     problem = _problem("jax")
     args = (problem.cost, problem.a, problem.b, EPSILON)
-    implicit = [_np(g) for g in jax.grad(_jax_objective, argnums=(0, 1, 2, 3))(*args)]
-    unrolled = [_np(g) for g in jax.grad(lambda *p: _jax_objective(*p, implicit=False), argnums=(0, 1, 2, 3))(*args)]
+    implicit = [_np(g) for g in _grad_implicit(*args)]
+    unrolled = [_np(g) for g in _grad_unrolled(*args)]
     np.testing.assert_allclose(implicit[0], unrolled[0], rtol=1e-7, atol=1e-10)  # cost
     for k in (1, 2):  # a, b up to a constant
         np.testing.assert_allclose(implicit[k] - implicit[k].mean(), unrolled[k] - unrolled[k].mean(), atol=1e-8)
@@ -268,9 +273,8 @@ def test_zero_weights_give_minus_infinity_potentials(backend: str) -> None:
 
 def test_zero_weights_jax_gradients_are_not_nan() -> None:
     problem = _problem("jax", zero=True)
-    for implicit in (True, False):
-        grads = jax.grad(lambda *p: _jax_objective(*p, implicit=implicit), argnums=(0, 1, 2, 3))(
-            problem.cost, problem.a, problem.b, EPSILON)
+    for gradient in (_grad_implicit, _grad_unrolled):
+        grads = gradient(problem.cost, problem.a, problem.b, EPSILON)
         for grad in grads:
             assert not np.isnan(_np(grad)).any()
         assert np.all(_np(grads[0])[1] == 0)  # no plan mass, no sensitivity to that row's costs
