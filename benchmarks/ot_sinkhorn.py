@@ -35,6 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+
 def _threads_from_argv() -> int:
     for k, arg in enumerate(sys.argv):
         if arg == "--threads" and k + 1 < len(sys.argv):
@@ -55,12 +56,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import ot  # noqa: E402
+import numpy as np
+import ot
+from _common import describe, machine, markdown_table, timed, write_json
 
-import optkit  # noqa: E402
-from _common import describe, machine, markdown_table, timed, write_json  # noqa: E402
-from optkit import Entropic, TransportProblem  # noqa: E402
+import optkit
+from optkit import Entropic, TransportProblem
 
 TOL = 1e-6
 

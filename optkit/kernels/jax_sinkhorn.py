@@ -43,11 +43,11 @@ from jax import lax
 from jax.scipy.sparse.linalg import cg
 
 __all__ = [
+    "balanced_gauge",
+    "entropic_summary",
+    "plan_from_potentials",
     "sinkhorn_log_chunk",
     "sinkhorn_potentials",
-    "entropic_summary",
-    "balanced_gauge",
-    "plan_from_potentials",
 ]
 
 

@@ -43,7 +43,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["sinkhorn_log_chunk", "clear_workspace"]
+__all__ = ["clear_workspace", "sinkhorn_log_chunk"]
 
 _FAST = {"reassoc", "contract"}
 # Below this many cost entries a pass takes ~100 us and starting threads costs more than it saves.
@@ -311,7 +311,7 @@ def _chunk(cost, a, b, log_a, log_b, f, g, u, v, f_next, u_next, part, row_err, 
             for blk in range(nblocks):
                 err += row_err[blk]
         pending = False
-        if err <= tol or done >= max_updates or err != err:
+        if err <= tol or done >= max_updates or math.isnan(err):
             break
         for i in range(n):
             f[i] = f_next[i]

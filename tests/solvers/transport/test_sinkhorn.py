@@ -8,6 +8,7 @@ for the moderate epsilon used here (the comparisons run at ``tol = 1e-13`` and a
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -109,7 +110,7 @@ def test_cost_approaches_emd_as_epsilon_shrinks() -> None:
         costs.append(result.x.cost)
         slack = 1e-12 * cost.max()  # what the marginal error allows
         assert exact - slack <= result.x.cost <= exact + epsilon * bound + slack
-    assert all(later <= earlier + 1e-12 for earlier, later in zip(costs, costs[1:]))
+    assert all(later <= earlier + 1e-12 for earlier, later in itertools.pairwise(costs))
     assert costs[-1] - exact < 0.1 * (costs[0] - exact)
 
 
