@@ -1,17 +1,20 @@
-"""Halpern-family and extragradient-family solvers on the paper's instances, at default options.
+"""Halpern-family and extragradient-family solvers on the paper's instances: defaults table and step-grid table.
 
 Epochs to reach a residual target (1 epoch = n component evaluations; a difference F_i(u) - F_i(v) counts as two;
-monitoring residuals are not counted, restart checks are). Prints a table and writes
-benchmarks/results/halpern.json. Usage: python benchmarks/halpern.py [--epochs 2000] [--target 1e-5] [--quick]
+monitoring residuals are not counted, restart checks are). Table 1: every method at its defaults. Table 2: the
+baselines (EG, EAG literal and restarted, VR-EG) at each step of the grid 1/8x .. 32x the papers' steps (EG/EAG
+eta = 5/||A||_2 on the game, 0.5 / 0.3 on the quadratic; VR-EG gamma = 3 sqrt(p)/||A||_F on the game, 0.01 on the
+quadratic); steps above a method's stability bound are refused by the solver and reported as such. Also: time per
+epoch against one dense A @ x + A.T @ y pass. Writes benchmarks/results/halpern.json.
 
-Not yet done (see issue 6): the step-size grid (1/8x .. 32x the papers' steps), numba kernels and the
-time-per-epoch comparison with a dense A @ x + A.T @ y pass.
+Usage: python benchmarks/halpern.py [--epochs 1000] [--target 1e-5] [--instances game,quadratic] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,7 +23,8 @@ import numpy as np
 import optkit
 from optkit.problems.library.games import policeman_burglar, quadratic_lower_bound
 
-METHODS = ["eg", "eag", "vr-eg", "halpern", "vr-halpern", "vr-halpern-inexact"]
+DEFAULT_METHODS = ["vr-halpern", "vr-halpern-inexact", "eg", "eag", "vr-eg"]
+GRID = [1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16, 32]
 
 
 def first_epoch_below(result, target: float) -> float:
@@ -28,31 +32,82 @@ def first_epoch_below(result, target: float) -> float:
     return float(result.history["epochs"][below[0]]) if below.size else float("inf")
 
 
+def paper_steps(label: str, problem) -> dict[str, float]:
+    if label == "game":
+        A = problem.A
+        p = 1.0 / problem.n_components
+        return {"eg": 5 / np.linalg.norm(A, 2), "eag": 5 / np.linalg.norm(A, 2),
+                "vr-eg": 3 * math.sqrt(p) / np.linalg.norm(A)}
+    return {"eg": 0.5, "eag": 0.3, "vr-eg": 0.01}
+
+
+def one(problem, method: str, target: float, epochs: float, **options) -> dict:
+    start = time.perf_counter()
+    try:
+        result = optkit.solve(problem, method, tol=target, max_epochs=epochs, seed=0, **options)
+    except ValueError as error:
+        return {"method": method, "status": "refused", "note": str(error)[:80], **options}
+    wall = time.perf_counter() - start
+    return {"method": method, "status": result.status.name, "epochs_to_target": first_epoch_below(result, target),
+            "final_residual": float(result.residuals["residual"]),
+            "best_residual": float(np.min(result.history["residual"])),
+            "epochs": float(result.counts["epochs"]), "seconds": wall, "backend": result.backend,
+            "ms_per_epoch": 1e3 * wall / max(result.counts["epochs"], 1e-12), **options}
+
+
+def matvec_ms(A: np.ndarray) -> float:
+    x, y = np.ones(A.shape[1]) / A.shape[1], np.ones(A.shape[0]) / A.shape[0]
+    reps = 200
+    start = time.perf_counter()
+    for _ in range(reps):
+        A @ x
+        A.T @ y
+    return 1e3 * (time.perf_counter() - start) / reps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=float, default=2000)
+    parser.add_argument("--epochs", type=float, default=1000)
     parser.add_argument("--target", type=float, default=1e-5)
-    parser.add_argument("--quick", action="store_true", help="n = 100 instances")
+    parser.add_argument("--instances", default="game,quadratic")
+    parser.add_argument("--no-grid", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="n = 100 game, n = 40 quadratic")
     args = parser.parse_args()
     n = 100 if args.quick else 500
-    instances = {"matrix game (rows)": policeman_burglar(n), "quadratic lower bound": quadratic_lower_bound(
-        40 if args.quick else 200)}
-    rows = []
-    for label, problem in instances.items():
-        for method in METHODS:
-            start = time.perf_counter()
-            result = optkit.solve(problem, method, tol=args.target, max_epochs=args.epochs, seed=0)
-            wall = time.perf_counter() - start
-            rows.append({"instance": label, "method": method, "status": result.status.name,
-                         "epochs_to_target": first_epoch_below(result, args.target),
-                         "final_residual": float(result.residuals["residual"]),
-                         "epochs": float(result.counts["epochs"]), "seconds": wall,
-                         "seconds_per_epoch": wall / max(result.counts["epochs"], 1e-12)})
-            r = rows[-1]
-            print(f"{label:24s} {method:20s} {r['status']:10s} epochs to {args.target:g}: "
-                  f"{r['epochs_to_target']:>9.1f}  final {r['final_residual']:.2e}  {r['seconds_per_epoch']*1e3:.2f} ms/epoch")
-    out = Path(__file__).parent / "results" / "halpern.json"
-    out.write_text(json.dumps({"target": args.target, "max_epochs": args.epochs, "n": n, "rows": rows}, indent=1))
+    makers = {"game": lambda: policeman_burglar(n), "quadratic": lambda: quadratic_lower_bound(40 if args.quick else 200)}
+    out = {"target": args.target, "max_epochs": args.epochs, "n": n, "defaults": [], "grid": []}
+    for label in args.instances.split(","):
+        problem = makers[label]()
+        print(f"\n== {label}: {problem} -- defaults (target {args.target:g}, budget {args.epochs:g} epochs)")
+        for method in DEFAULT_METHODS:
+            row = {"instance": label, **one(problem, method, args.target, args.epochs)}
+            out["defaults"].append(row)
+            print(f"  {method:20s} {row['status']:10s} epochs to target {row.get('epochs_to_target', math.inf):>9.1f}"
+                  f"  best {row.get('best_residual', math.nan):.2e}  {row.get('ms_per_epoch', math.nan):.2f} ms/epoch"
+                  f" ({row.get('backend', '')})")
+        if label == "game":
+            print(f"  one dense A @ x + A.T @ y pass: {matvec_ms(problem.A):.3f} ms")
+        if args.no_grid:
+            continue
+        print(f"== {label}: baselines on the step grid (multiples of the papers' steps)")
+        for method, base in paper_steps(label, problem).items():
+            variants = [("", {})] + ([(" literal", {"restart": None})] if method == "eag" else [])
+            for suffix, extra in variants:
+                best = None
+                for factor in GRID:
+                    row = {"instance": label, "factor": factor, **one(problem, method, args.target, args.epochs,
+                                                                       step=base * factor, **extra)}
+                    row["method"] = method + suffix
+                    out["grid"].append(row)
+                    if row["status"] != "refused" and (best is None or (row["epochs_to_target"], row["best_residual"])
+                                                       < (best["epochs_to_target"], best["best_residual"])):
+                        best = row
+                if best is not None:
+                    print(f"  {method + suffix:20s} best factor {best['factor']:g}: epochs to target "
+                          f"{best['epochs_to_target']:>9.1f}  best residual {best['best_residual']:.2e}")
+    path = Path(__file__).parent / "results" / "halpern.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str))
 
 
 if __name__ == "__main__":
