@@ -69,6 +69,16 @@ class History(Mapping[str, np.ndarray]):
                 self._columns[key] = np.asarray(value)
                 self._keys.append(key)
 
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Any], *, convert: bool = True) -> History:
+        """Build from equal-length columns; ``convert=False`` keeps them as given (JAX arrays or tracers)."""
+        if convert:
+            return cls(columns)
+        history = cls()
+        history._columns = dict(columns)
+        history._keys = list(columns)
+        return history
+
     def append(self, row: Mapping[str, float]) -> None:
         """Add one record (a mapping of column name to scalar)."""
         self._materialise_into_rows()

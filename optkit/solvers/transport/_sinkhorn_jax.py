@@ -57,12 +57,8 @@ def _flatten_history(h: History) -> tuple:
 
 
 def _unflatten_history(keys: tuple, columns: tuple) -> History:
-    # History's constructor converts columns with np.asarray, which tracers do not allow: build it directly.
-    h = History.__new__(History)
-    h._rows = []
-    h._columns = dict(zip(keys, columns))
-    h._keys = list(keys)
-    return h
+    # Tracers cannot go through np.asarray: keep the columns as they are.
+    return History.from_columns(dict(zip(keys, columns)), convert=False)
 
 
 def _flatten_solution(s: TransportSolution) -> tuple:
