@@ -5,6 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 PYTEST_ARGS ?=
+# The project's real data files live in ../shared/data beside a checkout; use them unless a data home is set.
+ifeq ($(origin OPTKIT_DATA), undefined)
+ifneq ($(wildcard ../shared/data/libsvm),)
+export OPTKIT_DATA := $(abspath ../shared/data)
+endif
+endif
 
 .PHONY: demo test test-all bench docs install clean
 
