@@ -27,7 +27,7 @@ import numpy as np
 from optkit.problems.monotone import BilinearGame, MonotoneInclusion
 from optkit.problems.sets import Product, Reals
 
-__all__ = ["policeman_burglar", "policeman_burglar_official", "policeman_burglar_matrix", "quadratic_lower_bound", "ROW_WEIGHTED_VALUE"]
+__all__ = ["ROW_WEIGHTED_VALUE", "policeman_burglar", "policeman_burglar_matrix", "policeman_burglar_official", "quadratic_lower_bound"]
 
 #: Value of the row-weighted 500 x 500 game, ``default_rng(1)`` (scipy linprog, HiGHS).
 ROW_WEIGHTED_VALUE = 2.298551318670
@@ -94,7 +94,7 @@ def _lower_bound_data(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return A, H, b, h
 
 
-def quadratic_lower_bound(n: int = 200, *, sampling: str = "importance") -> MonotoneInclusion:
+def quadratic_lower_bound(n: int = 200, *, sampling: str = "importance", start: str = "zero") -> MonotoneInclusion:
     r"""The quadratic min-max instance (Figure 1(b)) as a monotone inclusion with :math:`G = 0`.
 
     .. math::
@@ -110,7 +110,11 @@ def quadratic_lower_bound(n: int = 200, *, sampling: str = "importance") -> Mono
     ``"importance"`` (the default; component :math:`i` drawn with probability proportional to
     :math:`\|M_{:,i}\|^2 + \|M_{:,n+i}\|^2`, which makes the constant :math:`\|M\|_F`). :math:`F` is monotone
     but not cocoercive (its symmetric part :math:`\operatorname{diag}(H, 0)` is singular on the :math:`y` block).
+    ``start`` is the default starting point: ``"zero"`` or ``"uniform"`` (:math:`x = y = \mathbf 1/n`, the
+    official script's start).
     """
+    if start not in ("zero", "uniform"):
+        raise ValueError(f"start must be 'zero' or 'uniform', got {start!r}")
     if not isinstance(n, (int, np.integer)) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
     if sampling not in ("importance", "uniform"):
@@ -141,5 +145,5 @@ def quadratic_lower_bound(n: int = 200, *, sampling: str = "importance") -> Mono
     return MonotoneInclusion(
         components, n, 2 * n, Product(Reals(n), Reals(n)), operator=operator,
         lipschitz=float(np.linalg.norm(M, 2)), lipschitz_components=lipschitz_components,
-        x0=np.zeros(2 * n), cocoercive=False, sampling=q, structure=structure, name=f"quadratic_lower_bound_{n}",
+        x0=np.zeros(2 * n) if start == "zero" else np.full(2 * n, 1.0 / n), cocoercive=False, sampling=q, structure=structure, name=f"quadratic_lower_bound_{n}",
     )

@@ -19,7 +19,7 @@ from optkit.problems.sets import Product, Reals
 from optkit.solvers.loop import Step, check_positive, check_positive_int, drive
 from optkit.solvers.result import Result, Status
 
-__all__ = ["check_step", "run", "start_point", "example_game", "example_quadratic", "Counter"]
+__all__ = ["Counter", "check_step", "example_game", "example_quadratic", "run", "start_point"]
 
 
 class Counter:

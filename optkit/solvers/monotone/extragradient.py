@@ -34,12 +34,18 @@ from optkit._arrays import as_generator
 from optkit.problems.monotone import MonotoneInclusion
 from optkit.solvers.loop import check_positive
 from optkit.solvers.monotone._common import (
-    Counter, check_common, check_step, example_game, example_quadratic, run, start_point,
+    Counter,
+    check_common,
+    check_step,
+    example_game,
+    example_quadratic,
+    run,
+    start_point,
 )
 from optkit.solvers.registry import register, resolve_backend
 from optkit.solvers.result import Result
 
-__all__ = ["eg", "eag", "vr_eg"]
+__all__ = ["eag", "eg", "vr_eg"]
 
 
 @register("eg", MonotoneInclusion, backends=("numpy",), example=example_quadratic)
@@ -169,7 +175,7 @@ def eag(
                on_check=on_check if restart is not None else None)
 
 
-@register("vr-eg", MonotoneInclusion, backends=("numpy",), stochastic=True, example=example_quadratic)
+@register("vr-eg", MonotoneInclusion, backends=("numba", "numpy"), stochastic=True, example=example_quadratic)
 def vr_eg(
     problem: MonotoneInclusion,
     *,
@@ -212,7 +218,13 @@ def vr_eg(
     """
     tol, max_iter, max_epochs, check_every, time_limit = check_common(tol, max_iter, max_epochs, check_every,
                                                                        time_limit)
-    chosen = resolve_backend(backend, vr_eg.solver_info)
+    if backend == "auto":
+        chosen = "numba" if problem.structure is not None else "numpy"
+    else:
+        chosen = resolve_backend(backend, vr_eg.solver_info)
+        if chosen == "numba" and problem.structure is None:
+            raise ValueError("backend='numba' needs a problem with linear component structure (problem.structure); "
+                             "use backend='numpy'")
     n = problem.n_components
     p = 1.0 / n if probability is None else check_positive("probability", probability)
     if p > 1:
@@ -244,6 +256,32 @@ def vr_eg(
             s["Fw"] = problem.operator(s["w"])
             spent += n
         return spent
+
+    if chosen == "numba":
+        from optkit.kernels.numba_monotone import vr_eg_segment
+
+        st = problem.structure
+        D = np.ascontiguousarray(st["D"], dtype=np.float64)
+        groups = np.asarray(st["groups"], dtype=np.int64)
+        blocks = (np.asarray(st["starts"], dtype=np.int64), np.asarray(st["kinds"], dtype=np.int64),
+                  np.asarray(st["totals"], dtype=np.float64))
+        inv_q = 1.0 / q
+
+        def iterate() -> int:
+            # Steps until the next snapshot refresh are geometric(p); cap a segment at half an epoch of steps
+            # so that residual checks and budgets stay on schedule.
+            # so that residual checks and budgets stay on schedule (memoryless: a capped segment without a
+            # refresh is followed by a fresh geometric draw).
+            until_refresh = int(rng.geometric(p))
+            length = min(until_refresh, max(1, n // 2))
+            picks = np.minimum(np.searchsorted(cumulative, rng.random(length)), n - 1)
+            vr_eg_segment(s["u"], s["w"], s["Fw"], gamma, alpha, D, groups, inv_q, picks, *blocks)
+            spent, s["unpaid"] = 2 * length + s["unpaid"], 0
+            if until_refresh <= length:
+                s["w"] = s["u"].copy()
+                s["Fw"] = problem.operator(s["w"])
+                spent += n
+            return spent
 
     return run(problem, "vr-eg", iterate, lambda: s["u"], counter, tol=tol, max_iter=max_iter,
                max_epochs=max_epochs, check_every=check_every, time_limit=time_limit, callback=callback,

@@ -42,7 +42,12 @@ from optkit._arrays import as_generator
 from optkit.problems.monotone import MonotoneInclusion
 from optkit.solvers.loop import check_positive, check_positive_int
 from optkit.solvers.monotone._common import (
-    Counter, check_common, check_step, example_quadratic, run, start_point,
+    Counter,
+    check_common,
+    check_step,
+    example_quadratic,
+    run,
+    start_point,
 )
 from optkit.solvers.registry import register, resolve_backend
 from optkit.solvers.result import Result
@@ -257,6 +262,7 @@ def vr_halpern(
     check_every: float = 1.0,
     anchor: str = "outside",
     restart: float | None = 0.2,
+    allow_monotone: bool = False,
     time_limit: float | None = None,
     init: Any = None,
     backend: str = "auto",
@@ -288,6 +294,10 @@ def vr_halpern(
         :math:`b`; default :math:`\lfloor\sqrt n\rfloor`.
     tol, max_iter, max_epochs, check_every, anchor, restart, time_limit, init
         As in :func:`halpern`.
+    allow_monotone
+        Run Algorithm 1 itself on a problem not declared cocoercive (no convergence guarantee: the paper's
+        Figure 1 does this on the matrix game and the quadratic instance, which are monotone but not
+        cocoercive). Default ``False``: such a problem goes to Algorithm 2.
     backend, callback, progress, seed
         See :func:`optkit.solve`; ``seed`` drives the coin flips and the minibatches.
 
@@ -299,7 +309,9 @@ def vr_halpern(
     >>> bool(result.success)
     True
     """
-    if problem.cocoercive is not True:
+    if not isinstance(allow_monotone, bool):
+        raise TypeError(f"allow_monotone must be a bool, got {type(allow_monotone).__name__}")
+    if problem.cocoercive is not True and not allow_monotone:
         specific = {"step": step, "batch_size": batch_size}
         given = [name for name, value in specific.items() if value is not None] + (["anchor"] if anchor != "outside"
                                                                                     else [])
@@ -321,7 +333,7 @@ def vr_halpern(
     anchor, restart = _check_anchor(anchor), _check_restart(restart)
     chosen = resolve_backend(backend, ("numpy",)) if backend != "numba" else "numpy"
     n = problem.n_components
-    b = max(1, int(math.isqrt(n))) if batch_size is None else check_positive_int("batch_size", batch_size)
+    b = max(1, math.isqrt(n)) if batch_size is None else check_positive_int("batch_size", batch_size)
     if b > n:
         raise ValueError(f"batch_size must be at most n_components = {n}, got {b}")
     L = problem.lipschitz
@@ -354,5 +366,6 @@ def vr_halpern(
     return run(problem, "vr-halpern", iterate, lambda: s["u"], counter, tol=tol, max_iter=max_iter,
                max_epochs=max_epochs, check_every=check_every, time_limit=time_limit, callback=callback,
                progress=progress, backend=chosen,
-               info=restarts.describe(step=eta, batch_size=b, algorithm="vr-halpern (Algorithm 1)"),
+               info=restarts.describe(step=eta, batch_size=b, algorithm="vr-halpern (Algorithm 1)"
+                                      + ("" if problem.cocoercive is True else ", F not declared cocoercive")),
                on_check=on_check if restart is not None else None)

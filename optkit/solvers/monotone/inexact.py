@@ -45,11 +45,18 @@ import numpy as np
 from optkit._arrays import as_generator
 from optkit.problems.monotone import MonotoneInclusion
 from optkit.solvers.loop import check_positive
-from optkit.solvers.monotone._common import Counter, check_common, check_step, example_game, run, start_point
+from optkit.solvers.monotone._common import (
+    Counter,
+    check_common,
+    check_step,
+    example_game,
+    run,
+    start_point,
+)
 from optkit.solvers.registry import register, resolve_backend
 from optkit.solvers.result import Result
 
-__all__ = ["vr_halpern_inexact", "forb_resolvent"]
+__all__ = ["forb_resolvent", "vr_halpern_inexact"]
 
 logger = logging.getLogger("optkit")
 
