@@ -32,7 +32,7 @@ from optkit.problems.bilevel import BilevelProblem, FiniteSum, LowerConstraints
 from optkit.problems.functions import Function
 from optkit.problems.sets import Affine, Box
 
-__all__ = ["BilevelToy", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "TOYS"]
+__all__ = ["BilevelToy", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "benchopt_quadratic", "TOYS"]
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,81 @@ def t2(dim_x: int = 10, dim_y: int = 10, n_samples: int = 64, *, mu: float = 0.1
                              x0=np.zeros(dim_x), y0=np.zeros(dim_y), name="T2")
     y_star = y_of_x(x_star)
     return BilevelToy("T2", problem, x_star, y_star, problem.upper.value(x_star, y_star),
+                      y_of_x=y_of_x, hypergradient=hypergradient)
+
+
+def _benchopt_factors(rng: np.random.RandomState, n_samples: int, dim_y: int, dim_x: int, L_yy: float,
+                      L_xx: float, L_cross: float, mu: float) -> _QuadraticData:
+    r"""One level of benchopt's ``quadratic`` recipe (``benchmark_utils/oracles/quadratic.py``, ``gen_matrices``),
+    re-implemented from its description: :math:`H_i = s_i^\top s_i` with :math:`s_i = g_i A`, :math:`g_i \sim
+    N(0, I)` and :math:`A = U\,\mathrm{diag}(\sqrt{\lambda})\,U^\top` (:math:`U` the left singular vectors of a
+    Gaussian vector, :math:`\lambda` log-spaced in :math:`[\mu, L]`; the x-block has one zero eigenvalue), cross
+    terms :math:`C_i = (U_c D g_i^\top)(g_i V_c^\top)` with :math:`D` log-spaced in :math:`[\mu, L_{cross}]`,
+    Gaussian linear terms. The draws follow the recipe's order; benchopt draws :math:`U_c, V_c` from NumPy's
+    unseeded global generator, we draw them from the seeded one so that the instance is reproducible."""
+    def sqrt_hessian(dim: int, top: float, zero_first: bool) -> np.ndarray:
+        u, _, _ = np.linalg.svd(rng.randn(dim, 1))
+        if zero_first:
+            diag = np.r_[0.0, np.logspace(np.log10(mu) / 2, np.log10(top) / 2, dim - 1)]
+        else:
+            diag = np.logspace(np.log10(mu) / 2, np.log10(top) / 2, dim)
+        return (u * diag) @ u.T
+
+    a_root = sqrt_hessian(dim_y, L_yy, False)
+    a = rng.randn(n_samples, dim_y) @ a_root  # rows s_i: H_i = s_i^T s_i (yy block)
+    b_root = sqrt_hessian(dim_x, L_xx, True)
+    b = rng.randn(n_samples, dim_x) @ b_root  # xx block
+    u_c, _, v_c = np.linalg.svd(rng.randn(dim_x, dim_y))
+    k = min(dim_x, dim_y)
+    diag = np.zeros((dim_x, dim_y))
+    diag[:k, :k] = np.diag(np.logspace(np.log10(mu), np.log10(L_cross), k))
+    g = rng.randn(n_samples, dim_y)
+    c = g @ (u_c @ diag).T  # x-side factor U D g_i^T (as a row)
+    d = g @ v_c.T  # y-side factor g_i V^T (V = the right singular vectors as rows, NumPy's vh)
+    lin_y, lin_x = rng.randn(n_samples, dim_y), rng.randn(n_samples, dim_x)
+    return _QuadraticData(a, b, c, d, lin_y, lin_x)
+
+
+def benchopt_quadratic(dim_x: int = 100, dim_y: int = 100, n_samples: int = 1024, *, mu: float = 0.1,
+                       L: float = 1.0, L_cross: float = 0.1, seed: int = 0) -> BilevelToy:
+    r"""The benchopt bilevel benchmark's ``quadratic`` / ``simulated`` instance, built with its recipe
+    (see :func:`_benchopt_factors`): lower and upper levels are independent draws (seeds from
+    ``RandomState(seed).randint(2**31 - 1, size=2)``), redrawn (at most 20 times) until the Hessian of the
+    hyper-objective has smallest eigenvalue :math:`\ge 10^{-12}`. Defaults are the benchmark's (``dim = 100``,
+    ``n = 1024``, :math:`\mu = 0.1`, :math:`L = 1`, :math:`L_{cross} = 0.1`); benchopt's seed is 2442, the issue's
+    measurements use 0. ``hypergradient`` is exact (linear solves), as benchopt's ``value`` metric
+    :math:`\|\nabla h(x)\|^2`.
+    """
+    rng = np.random.RandomState(seed)
+    for _ in range(20):
+        seed_low, seed_up = rng.randint(2**31 - 1, size=2)
+        low = _benchopt_factors(np.random.RandomState(seed_low), n_samples, dim_y, dim_x, L, L, L_cross, mu)
+        up = _benchopt_factors(np.random.RandomState(seed_up), n_samples, dim_y, dim_x, L, L, L_cross, mu)
+        ml, mu_ = low.means(), up.means()
+        J = -np.linalg.solve(ml["yy"], ml["xy"].T)
+        hess = mu_["xx"] + mu_["xy"] @ J + J.T @ mu_["xy"].T + J.T @ mu_["yy"] @ J
+        if np.linalg.eigvalsh(0.5 * (hess + hess.T)).min() >= 1e-12:
+            break
+    else:  # pragma: no cover
+        raise RuntimeError("could not draw a hyper-objective with a positive definite Hessian in 20 trials")
+    return _quadratic_toy("benchopt-quadratic", up, low, ml, mu_, J, hess, dim_x, dim_y)
+
+
+def _quadratic_toy(name: str, up: _QuadraticData, low: _QuadraticData, ml: dict, mu_: dict, J: np.ndarray,
+                   hess: np.ndarray, dim_x: int, dim_y: int) -> BilevelToy:
+    def y_of_x(x: np.ndarray) -> np.ndarray:
+        return -np.linalg.solve(ml["yy"], ml["ly"] + ml["xy"].T @ np.asarray(x))
+
+    def hypergradient(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        y = y_of_x(x)
+        return mu_["xx"] @ x + mu_["xy"] @ y + mu_["lx"] + J.T @ (mu_["yy"] @ y + mu_["xy"].T @ x + mu_["ly"])
+
+    x_star = np.linalg.solve(hess, -hypergradient(np.zeros(dim_x)))
+    problem = BilevelProblem(_quadratic_sum(up, f"{name}_upper"), _quadratic_sum(low, f"{name}_lower"),
+                             x0=np.zeros(dim_x), y0=np.zeros(dim_y), name=name)
+    y_star = y_of_x(x_star)
+    return BilevelToy(name, problem, x_star, y_star, problem.upper.value(x_star, y_star),
                       y_of_x=y_of_x, hypergradient=hypergradient)
 
 

@@ -305,8 +305,11 @@ class SecantStep:
         first = self._last is None
         if not first:
             dx = np.linalg.norm(x - self._last[0])
-            if dx > 0:
-                self.lipschitz = max(self.lipschitz, float(np.linalg.norm(g - self._last[1]) / dx))
+            # below ~1e-10 relative, the change in g is inner-solve noise rather than curvature
+            if dx > 1e-10 * max(1.0, float(np.linalg.norm(x))):
+                estimate = float(np.linalg.norm(g - self._last[1]) / dx)
+                if math.isfinite(estimate):
+                    self.lipschitz = max(self.lipschitz, estimate)
         self._last = (x.copy(), g.copy())
         step = 1.0 / self.lipschitz
         if first:  # no curvature seen yet: a short first move (5% of max(1, ||x||)) to measure it

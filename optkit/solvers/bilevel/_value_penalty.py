@@ -46,6 +46,21 @@ def affine_coupling_only(problem: BilevelProblem, method: str) -> str | None:
     return None
 
 
+def _curvature(level: Any, x: np.ndarray, y: np.ndarray, sampler: Sampler, n_batches: int = 5) -> tuple[float, int]:
+    """Curvature in y for the inner steps: of the full objective, or, for minibatch runs, the largest over
+    ``n_batches`` fixed random minibatches. A minibatch gradient is the gradient of the minibatch objective, whose
+    curvature can far exceed the full one (rank-one samples: up to the trace of the mean Hessian), so steps
+    ``1/L_full`` diverge with small batches; ``1/max_B L_B`` is stable for every batch drawn like these.
+    Returns ``(L, gradient evaluations spent)``."""
+    if sampler.batch is None:
+        return probe_lipschitz(lambda v: level.grad(x, v)[1], y), 9
+    estimates = []
+    for _ in range(n_batches):
+        idx = sampler()
+        estimates.append(probe_lipschitz(lambda v, idx=idx: level.batch_grad(x, v, idx)[1], y))
+    return max(estimates), 9 * n_batches
+
+
 def run_value_penalty(
     problem: BilevelProblem,
     method: str,
@@ -81,11 +96,12 @@ def run_value_penalty(
     y_state, z_state = InnerState(y0), InnerState(y0.copy())
     outer_step = SecantStep(step)
     fixed_inner = inner_steps is not None
-    lipschitz_f = probe_lipschitz(lambda v: problem.lower.grad(x, v)[1], y0) if fixed_inner else 1.0
-    lipschitz_F = probe_lipschitz(lambda v: problem.upper.grad(x, v)[1], y0) if fixed_inner else 1.0
+    lipschitz_f = lipschitz_F = 1.0
     if fixed_inner:
-        oracles.counts["lower_grad"] += 9
-        oracles.counts["upper_grad"] += 9
+        lipschitz_f, probes_f = _curvature(problem.lower, x, y0, lower_sampler)
+        lipschitz_F, probes_F = _curvature(problem.upper, x, y0, upper_sampler)
+        oracles.counts["lower_grad"] += probes_f
+        oracles.counts["upper_grad"] += probes_F
     state: dict[str, Any] = {"x": x, "k": 0, "residual": 1.0, "hypergradient": math.inf, "sigma": sigma_of(0)}
 
     def objective_y(xk: np.ndarray, sigma: float) -> tuple[Callable[..., float], Callable[..., np.ndarray]]:

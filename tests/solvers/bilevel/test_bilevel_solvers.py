@@ -148,3 +148,12 @@ def test_bad_options(method: str) -> None:
         optkit.solve(problem, method, tol=-1.0)
     with pytest.raises(TypeError, match="max_iter"):
         optkit.solve(problem, method, max_iter=1.5)
+
+
+def test_stochastic_single_loop_steps_follow_minibatch_curvature() -> None:
+    # rank-one samples: a batch of 2 has curvature up to ~trace of the mean Hessian, far above its top eigenvalue;
+    # inner steps from the full-batch curvature blew up here, steps from minibatch curvature stay finite
+    toy = toys.t2(10, 10, 64)
+    result = optkit.solve(toy.problem, "penalty", batch_size=2, step=0.01, max_iter=1500, sigma=0.1, seed=0)
+    assert result.status is not optkit.Status.NUMERICAL_ERROR, result.message
+    assert np.all(np.isfinite(result.x[0])) and np.linalg.norm(result.x[0] - toy.x_star) < 10.0
