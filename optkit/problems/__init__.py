@@ -3,6 +3,7 @@
 from optkit.problems.bilevel import BilevelProblem, FiniteSum, LowerConstraints
 from optkit.problems.functions import CountedFunction, Function, check_derivatives
 from optkit.problems.monotone import BilinearGame, MinMaxProblem, MonotoneInclusion
+from optkit.problems.nlp import NonlinearProgram
 from optkit.problems.sets import Affine, Ball, Box, ConvexSet, NonNegative, Product, Reals, Simplex
 from optkit.problems.transport import (
     Entropic,
@@ -28,6 +29,7 @@ __all__ = [
     "BilevelProblem",
     "FiniteSum",
     "LowerConstraints",
+    "NonlinearProgram",
     "MonotoneInclusion",
     "MinMaxProblem",
     "BilinearGame",
