@@ -18,10 +18,17 @@ its off-diagonal block :math:`P` sparsified (Algorithm 1, ``Sparsify(H, ρ)``): 
 §4 of the paper) or the adaptive rule of its successor SSNS (Tang & Qiu, NeurIPS 2024: keep
 :math:`P_{ij} \\ge \\nu_0 \\|\\nabla F\\|` and shift the system by :math:`\\mu \\|\\nabla F\\|`, with the trust-region
 update of μ). The diagonal is always the exact :math:`P\\mathbf 1, P^\\top\\mathbf 1`, which keeps M diagonally
-dominant. The null direction :math:`(\\mathbf 1, -\\mathbf 1)` is removed by fixing :math:`g_m` and the reduced system
-is solved by Jacobi-preconditioned CG; :math:`t` comes from Armijo backtracking on F. Everything is computed from
-:math:`\\log P = (f + g - C)/\\varepsilon`, so :math:`\\varepsilon = 1/1200` does not overflow. Stopping rule: the L1
-marginal error :math:`\\|P\\mathbf 1 - a\\|_1 + \\|P^\\top\\mathbf 1 - b\\|_1 \\le` ``tol``.
+dominant. The null direction :math:`(\\mathbf 1, -\\mathbf 1)` is removed by fixing :math:`g_m`; the reduced system
+is solved exactly through its Schur complement (dense Cholesky, ``linear_solver="direct"``, the default) or by
+Jacobi-preconditioned CG (``"cg"``, the paper's choice); :math:`t` comes from Armijo backtracking on F.
+
+Numerics and cost. Everything is computed from :math:`\\log P = (f + g - C)/\\varepsilon`, so
+:math:`\\varepsilon = 1/1200` does not overflow. The plan is held as :math:`\\operatorname{diag}(u) K
+\\operatorname{diag}(v)` (:mod:`optkit.kernels.numpy_sns`): a Newton step or line-search trial changes only the
+scalings, so one evaluation of F, its gradient and the sparsified Hessian is a multiply-add pass over the n x m
+entries, and the n·m exponentials are recomputed only when a scaling leaves :math:`e^{\\pm 20}` (once per solve
+on the random-assignment instance). Stopping rule: the L1 marginal error
+:math:`\\|P\\mathbf 1 - a\\|_1 + \\|P^\\top\\mathbf 1 - b\\|_1 \\le` ``tol``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from optkit.problems.transport import Entropic, TransportProblem
 from optkit.solvers.loop import Step, check_positive, check_positive_int, drive
 from optkit.solvers.registry import register, resolve_backend
 from optkit.solvers.result import Result, Status
-from optkit.solvers.transport._solution import entropic_summary
+from optkit.solvers.transport._solution import TransportSolution
 from optkit.solvers.transport.sinkhorn import _initial_potentials
 
 __all__ = ["sns"]
@@ -66,35 +73,137 @@ def _sinkhorn_kernel(backend: str) -> Any:
     return sinkhorn_log_chunk
 
 
-class _Dual:
-    """F, its gradient and the plan at (f, g), all from log P (float64)."""
-
-    def __init__(self, cost: np.ndarray, a: np.ndarray, b: np.ndarray, epsilon: float) -> None:
-        self.cost, self.a, self.b, self.epsilon = cost, a, b, epsilon
-
-    def evaluate(self, f: np.ndarray, g: np.ndarray) -> dict[str, Any]:
-        with np.errstate(over="ignore", invalid="ignore"):
-            plan = np.exp((f[:, None] + g[None, :] - self.cost) / self.epsilon)
-            rows, cols = plan.sum(axis=1), plan.sum(axis=0)
-            value = float(self.a @ f + self.b @ g - self.epsilon * rows.sum())
-        grad_f, grad_g = self.a - rows, self.b - cols
-        error = float(np.abs(grad_f).sum() + np.abs(grad_g).sum())
-        return {"f": f, "g": g, "plan": plan, "rows": rows, "cols": cols, "value": value, "grad_f": grad_f,
-                "grad_g": grad_g, "error": error}
-
-
-def _sparse_block(plan: np.ndarray, keep: int | None, threshold: float | None) -> sp.csr_matrix:
-    """The kept off-diagonal entries of P: a global top-``keep`` (argpartition, O(nm)) or those >= ``threshold``."""
-    n, m = plan.shape
-    flat = plan.ravel()
-    if threshold is not None:
-        index = np.flatnonzero(flat >= threshold)
-    elif keep >= flat.size:
-        index = np.arange(flat.size)
+def _oracle_kernels(backend: str) -> Any:
+    if backend == "numba":
+        from optkit.kernels import numba_sns as kernels
     else:
-        index = np.argpartition(flat, flat.size - keep)[flat.size - keep:]
-    rows, cols = np.divmod(index, m)
-    return sp.csr_matrix((flat[index], (rows, cols)), shape=(n, m))
+        from optkit.kernels import numpy_sns as kernels
+    return kernels
+
+
+# Scalings beyond e^{±_ABSORB} are absorbed into the kernel (one exponential pass): a kernel entry cut at e^{-100}
+# then stands for a plan entry below e^{-100 + 2 * 20} = e^{-60}, below one ulp of any marginal.
+_ABSORB = 20.0
+
+
+class _Dual:
+    """F, its gradient and the plan at (f, g), the plan held as diag(u) K diag(v) (see :mod:`numpy_sns`).
+
+    A point is a dict with the potentials ``f, g``, the kernel ``K`` (one of two preallocated buffers) and the
+    potentials ``ft, gt`` it was exponentiated at, the scalings ``u, v``, the marginals, F, its gradient and the
+    L1 marginal error.
+    """
+
+    def __init__(self, cost: np.ndarray, a: np.ndarray, b: np.ndarray, epsilon: float, kernels: Any) -> None:
+        self.cost, self.a, self.b, self.epsilon, self.kernels = cost, a, b, epsilon, kernels
+        self.spare = [np.empty_like(cost), np.empty_like(cost)]
+        self.absorptions = 0
+
+    def evaluate(self, f: np.ndarray, g: np.ndarray, base: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The point (f, g); it shares ``base``'s kernel when the scalings relative to it stay within e^{±20}."""
+        eps = self.epsilon
+        with np.errstate(over="ignore", invalid="ignore"):
+            if base is not None:
+                log_u, log_v = (f - base["ft"]) / eps, (g - base["gt"]) / eps
+                if max(float(np.max(np.abs(log_u))), float(np.max(np.abs(log_v)))) <= _ABSORB:
+                    u, v = np.exp(log_u), np.exp(log_v)
+                    rows, cols = self.kernels.scaled_marginals(base["K"], u, v)
+                    return self._point(f, g, base["K"], base["ft"], base["gt"], u, v, rows, cols)
+            kernel = self.spare.pop()
+            self.absorptions += 1
+            rows, cols = self.kernels.kernel_marginals(self.cost, f, g, 1.0 / eps, kernel)
+            return self._point(f, g, kernel, f, g, np.ones_like(f), np.ones_like(g), rows, cols)
+
+    def _point(self, f: Any, g: Any, kernel: Any, ft: Any, gt: Any, u: Any, v: Any, rows: Any,
+               cols: Any) -> dict[str, Any]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = float(self.a @ f + self.b @ g - self.epsilon * rows.sum())
+            grad_f, grad_g = self.a - rows, self.b - cols
+            error = float(np.abs(grad_f).sum() + np.abs(grad_g).sum())
+        return {"f": f, "g": g, "K": kernel, "ft": ft, "gt": gt, "u": u, "v": v, "rows": rows, "cols": cols,
+                "value": value, "grad_f": grad_f, "grad_g": grad_g, "error": error}
+
+    def release(self, point: dict[str, Any], keep: dict[str, Any]) -> None:
+        """Give ``point``'s kernel buffer back unless ``keep`` still uses it."""
+        if point["K"] is not keep["K"]:
+            self.spare.append(point["K"])
+
+    def plan(self, point: dict[str, Any]) -> np.ndarray:
+        return point["u"][:, None] * point["K"] * point["v"][None, :]
+
+
+def _top_threshold(plan: np.ndarray, keep: int) -> float:
+    """The ``keep``-th largest entry of P: the global top-k threshold (``np.partition``, O(nm))."""
+    flat = plan.ravel()
+    if keep >= flat.size:
+        return 0.0
+    return float(np.partition(flat, flat.size - keep)[flat.size - keep])
+
+
+_BLAS_CONTROLLER: list[Any] = []
+
+
+def _single_blas_thread() -> Any:
+    """A context that runs BLAS on one thread (threadpoolctl, when installed; else a no-op).
+
+    The factorisations here take milliseconds; multithreaded BLAS right after the Numba kernels' parallel regions
+    oversubscribed a shared two-core machine and made one 500 x 500 Cholesky take 0.6 s instead of 2 ms.
+    """
+    import contextlib
+
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS_CONTROLLER.append(None)
+        else:
+            _BLAS_CONTROLLER.append(ThreadpoolController())
+    controller = _BLAS_CONTROLLER[0]
+    if controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
+
+
+# Above this size of the Schur complement a dense Cholesky (size^3 / 3 flops) costs more than sparse LU.
+_DENSE_SCHUR_MAX = 2500
+
+
+def _schur_solve(kernels: Any, d1: np.ndarray, d2: np.ndarray, block: sp.csr_matrix, r1: np.ndarray,
+                 r2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve :math:`\\begin{pmatrix} D_1 & B \\\\ B^\\top & D_2\\end{pmatrix} \\binom{x}{y} = \\binom{r_1}{r_2}`
+    by eliminating the larger diagonal block.
+
+    With :math:`D_1` eliminated the Schur complement :math:`S = D_2 - B^\\top D_1^{-1} B` is SPD whenever the
+    whole matrix is; it is factorised by a dense Cholesky (sizes up to a few thousand: :math:`m^3/3` flops,
+    about 2 ms at m = 500, whatever the fill) or by sparse LU beyond that.
+    """
+    if block.shape[1] > block.shape[0]:  # eliminate the second block instead
+        y, x = _schur_solve(kernels, d2, d1, block.T.tocsr(), r2, r1)
+        return x, y
+    size = d2.size
+    if size == 0:
+        return r1 / d1, r2.copy()
+    rhs = r2 - block.T @ (r1 / d1)
+    if size <= _DENSE_SCHUR_MAX:
+        import scipy.linalg as la
+
+        schur = kernels.schur_complement(block.indptr.astype(np.int64), block.indices.astype(np.int64),
+                                         block.data, d1, d2)
+        with _single_blas_thread():
+            try:
+                factor = la.cho_factor(schur, lower=True, overwrite_a=True, check_finite=False)
+                y = la.cho_solve(factor, rhs, check_finite=False)
+            except la.LinAlgError:  # numerically semidefinite (disconnected, unshifted pattern): least squares
+                schur = kernels.schur_complement(block.indptr.astype(np.int64), block.indices.astype(np.int64),
+                                                 block.data, d1, d2)
+                y = la.lstsq(schur, rhs, check_finite=False)[0]
+    else:
+        from scipy.sparse.linalg import splu
+
+        scaled = sp.diags(1.0 / np.sqrt(d1)) @ block
+        schur = (sp.diags(d2) - scaled.T @ scaled).tocsc()
+        y = splu(schur, permc_spec="MMD_AT_PLUS_A").solve(rhs)
+    return (r1 - block @ y) / d1, y
 
 
 def _pcg(matvec: Any, rhs: np.ndarray, diag: np.ndarray, rtol: float, max_iter: int) -> tuple[np.ndarray, int]:
@@ -236,10 +345,16 @@ def sns(
         raise ValueError(f"density must be in (0, 1], got {density!r}")
     keep = max(1, math.ceil(density * n * m))
     kernel = _sinkhorn_kernel(chosen)
-    dual = _Dual(cost, a, b, epsilon)
+    dual = _Dual(cost, a, b, epsilon, _oracle_kernels(chosen))
     f0, g0 = _initial_potentials(problem, init)
     state: dict[str, Any] = {"current": dual.evaluate(f0.astype(np.float64), g0.astype(np.float64)),
                              "mu": mu0, "sinkhorn": 0, "newton": 0, "cg": 0, "nnz": 0}
+
+    def accept(point: dict[str, Any]) -> None:
+        previous = state["current"]
+        state["current"] = point
+        if previous is not point:
+            dual.release(previous, point)
 
     def sinkhorn_step(budget: int) -> Step:
         cur = state["current"]
@@ -250,7 +365,7 @@ def sns(
             return Step(max(done, 1), {"marginal_error": cur["error"]}, status=Status.NUMERICAL_ERROR,
                         message="sns: the Sinkhorn warm start produced non-finite potentials; the last finite ones "
                         "are returned. " + Status.NUMERICAL_ERROR.advice)
-        state["current"] = dual.evaluate(np.asarray(f, np.float64), np.asarray(g, np.float64))
+        accept(dual.evaluate(np.asarray(f, np.float64), np.asarray(g, np.float64), cur))
         state["sinkhorn"] += done if state["current"]["error"] > tol else warm_start
         state["sinkhorn"] = min(state["sinkhorn"], warm_start)
         return Step(max(done, 1), {"marginal_error": state["current"]["error"]},
@@ -258,38 +373,37 @@ def sns(
 
     def newton_step(budget: int) -> Step:
         cur = state["current"]
-        grad = np.concatenate([cur["grad_f"], cur["grad_g"][:-1]])  # g_m fixed: the reduced variables
-        grad_norm = float(np.linalg.norm(np.concatenate([cur["grad_f"], cur["grad_g"]])))
+        rhs_f, rhs_g = cur["grad_f"], cur["grad_g"][:-1]  # g_m fixed: the reduced variables
+        grad = np.concatenate([rhs_f, rhs_g])
+        grad_norm = float(np.sqrt(rhs_f @ rhs_f + cur["grad_g"] @ cur["grad_g"]))
         if sparsify == "topk":
-            block = _sparse_block(cur["plan"], keep, None)
-            shift = 0.0
+            threshold, shift = _top_threshold(dual.plan(cur), keep), 0.0
         else:
-            block = _sparse_block(cur["plan"], None, nu0 * grad_norm)
-            shift = state["mu"] * grad_norm
-        block_t = block.T.tocsr()[:-1]  # P^T without the fixed column m
-        diag = np.concatenate([cur["rows"], cur["cols"][:-1]]) + shift
+            threshold, shift = nu0 * grad_norm, state["mu"] * grad_norm
+        indptr, indices, data = dual.kernels.threshold_csr(cur["K"], cur["u"], cur["v"], threshold, m - 1)
+        block = sp.csr_matrix((data, indices, indptr), shape=(n, m - 1))  # kept P without the fixed column m
+        # The diagonal is the exact marginal (never sparsified); floored so that an empty row cannot divide by 0.
+        floor = 1e-16 * float(a.sum())
+        d1 = np.maximum(cur["rows"], floor) + shift
+        d2 = np.maximum(cur["cols"][:-1], floor) + shift
+        block_t = block.T.tocsr()
 
         def matvec(v: np.ndarray) -> np.ndarray:  # M v, M = epsilon * (-Hessian) restricted, + shift
             vf, vg = v[:n], v[n:]
-            top = cur["rows"] * vf + block[:, :-1] @ vg
-            bottom = cur["cols"][:-1] * vg + block_t @ vf
-            return np.concatenate([top, bottom]) + shift * v
+            return np.concatenate([d1 * vf + block @ vg, d2 * vg + block_t @ vf])
 
+        cg_its = 0
         if linear_solver == "direct":
-            # Sparse LU of the reduced system (as RegOT's SSNS defaults to a sparse factorisation): robust when the
-            # sparsified Hessian is nearly disconnected (a near-permutation plan at small epsilon), where CG stalls.
-            from scipy.sparse.linalg import spsolve
-
-            p_red = block[:, :-1]
-            system = sp.bmat([[sp.diags(cur["rows"]), p_red], [p_red.T, sp.diags(cur["cols"][:-1])]], format="csc")
-            if shift:
-                system = system + shift * sp.identity(system.shape[0], format="csc")
-            direction, cg_its = spsolve(system, grad), 0
+            # Exact solve of the sparsified system through its Schur complement (RegOT's SSNS also factorises):
+            # robust when the pattern is nearly disconnected (a near-permutation plan at small epsilon), where
+            # CG needs hundreds of iterations.
+            direction = np.concatenate(_schur_solve(dual.kernels, d1, d2, block, rhs_f, rhs_g))
             if not np.all(np.isfinite(direction)):
-                direction, cg_its = _pcg(matvec, grad, diag, cg_tol, cg_max_iter)
+                direction, cg_its = _pcg(matvec, grad, np.concatenate([d1, d2]), cg_tol, cg_max_iter)
         else:
             # Inexact Newton: forcing term min(0.1, ||grad||_1) (Eisenstat & Walker), never below cg_tol.
-            direction, cg_its = _pcg(matvec, grad, diag, max(cg_tol, min(0.1, cur["error"])), cg_max_iter)
+            direction, cg_its = _pcg(matvec, grad, np.concatenate([d1, d2]), max(cg_tol, min(0.1, cur["error"])),
+                                     cg_max_iter)
         direction *= epsilon  # Newton direction for F: (-Hessian)^{-1} grad = epsilon * M^{-1} grad
         state["cg"] += cg_its
         state["nnz"] = block.nnz
@@ -299,7 +413,7 @@ def sns(
         step, accepted = 1.0, None
         rounding = 64 * np.finfo(float).eps * (abs(cur["value"]) + float(np.abs(a @ cur["f"]) + np.abs(b @ cur["g"])))
         for _ in range(max_backtracks + 1):
-            trial = dual.evaluate(cur["f"] + step * d_f, cur["g"] + step * d_g)
+            trial = dual.evaluate(cur["f"] + step * d_f, cur["g"] + step * d_g, cur)
             gain = trial["value"] - cur["value"]
             if np.isfinite(trial["value"]) and np.isfinite(trial["error"]):
                 if gain >= armijo * step * slope:
@@ -309,6 +423,7 @@ def sns(
                 if abs(gain) <= rounding and trial["error"] < cur["error"]:
                     accepted = trial
                     break
+            dual.release(trial, cur)
             step *= 0.5
         state["newton"] += 1
         counts = {"newton_steps": 1, "cg_iterations": cg_its}
@@ -325,7 +440,7 @@ def sns(
                 state["mu"] *= 4.0
             elif ratio > 0.75:
                 state["mu"] = max(state["mu"] / 2.0, 1e-3)
-        state["current"] = accepted
+        accept(accepted)
         return Step(1, {"marginal_error": accepted["error"]}, counts=counts)
 
     def step(budget: int) -> Step:
@@ -333,9 +448,8 @@ def sns(
             return sinkhorn_step(budget)
         return newton_step(budget)
 
-    def current() -> Any:
-        cur = state["current"]
-        return entropic_summary(cost, a, b, cur["f"], cur["g"], epsilon)
+    def current() -> TransportSolution:
+        return _summary(cost, a, b, state["current"], dual.plan(state["current"]), epsilon)
 
     outcome = drive(
         step,
@@ -367,6 +481,25 @@ def sns(
         method="sns",
         backend=chosen,
         info={"epsilon": epsilon, "density": density if sparsify == "topk" else state["nnz"] / (n * m),
-              "hessian_nonzeros": state["nnz"], "dual_objective": solution.dual_objective,
+              "hessian_nonzeros": state["nnz"], "kernel_exponentiations": dual.absorptions,
+              "dual_objective": solution.dual_objective,
               "duality_gap": solution.objective - solution.dual_objective},
     )
+
+
+def _summary(cost: np.ndarray, a: np.ndarray, b: np.ndarray, point: dict[str, Any], plan: np.ndarray,
+             epsilon: float) -> TransportSolution:
+    """The solution at an evaluated point, from its plan buffer (no second exponentiation).
+
+    Since :math:`\\log P_{ij} = (f_i + g_j - C_{ij})/\\varepsilon` wherever :math:`P_{ij} > 0`, the entropic
+    objective is :math:`\\langle C,P\\rangle + \\varepsilon\\sum P(\\log P - 1) = \\langle f, P\\mathbf 1\\rangle +
+    \\langle g, P^\\top\\mathbf 1\\rangle - \\varepsilon\\sum_{ij}P_{ij}` (entries below the kernels' cut-off,
+    :math:`< e^{-100}`, contribute less than one ulp).
+    """
+    f, g, rows, cols = point["f"], point["g"], point["rows"], point["cols"]
+    total = float(rows.sum())
+    objective = float(f @ rows + g @ cols) - epsilon * total
+    dual = float(a @ f + b @ g) - epsilon * total
+    transport_cost = float(np.einsum("ij,ij->", cost, plan))
+    errors = (float(np.abs(rows - a).sum()), float(np.abs(cols - b).sum()))
+    return TransportSolution(plan, (f, g), transport_cost, objective, dual, errors)

@@ -1,0 +1,83 @@
+"""Sinkhorn-Newton-Sparse oracles in NumPy: the readable reference of :mod:`optkit.kernels.numba_sns`.
+
+The solver stores the plan in scaled form, as Sinkhorn implementations with absorption do (Schmitzer 2019,
+*SIAM J. Sci. Comput.* 41(3), Algorithm 2):
+
+.. math::
+
+    P = \\operatorname{diag}(u)\\, K \\operatorname{diag}(v),\\qquad
+    K_{ij} = \\exp\\big((\\tilde f_i + \\tilde g_j - C_{ij})/\\varepsilon\\big),\\quad
+    u = e^{(f - \\tilde f)/\\varepsilon},\\; v = e^{(g - \\tilde g)/\\varepsilon},
+
+so that a Newton step or a line-search trial changes only the scalings (n + m exponentials) and the pass over the
+n x m entries is a multiply-add. Both modules provide
+
+- ``kernel_marginals(cost, f, g, inv_epsilon, out)``: fills ``out`` with :math:`K` at :math:`(\\tilde f, \\tilde g)
+  = (f, g)` (one exponential per entry) and returns its row and column sums;
+- ``scaled_marginals(kernel, u, v)``: the marginals :math:`(P\\mathbf 1, P^\\top\\mathbf 1)`;
+- ``threshold_csr(kernel, u, v, threshold, ncols)``: the entries :math:`P_{ij} \\ge` ``threshold`` (and > 0) of
+  the first ``ncols`` columns, as CSR arrays ``(indptr, indices, data)``;
+- ``schur_complement(indptr, indices, data, d1, d2)``: the dense :math:`\\operatorname{diag}(d_2) - B^\\top
+  \\operatorname{diag}(d_1)^{-1} B` for the CSR matrix :math:`B` (n x len(d2)).
+
+Entries with :math:`\\log K_{ij} <` :data:`LOG_CUTOFF` are set to zero: they are below :math:`e^{-100}`, and the
+solver re-exponentiates before any scaling exceeds :math:`e^{\\pm 20}`, so a dropped entry of P stays below
+:math:`e^{-60} \\approx 10^{-26}`, which changes no marginal by one ulp of a total mass of 1. The cut also avoids
+the slow underflow path of ``exp``, which most entries take at :math:`\\varepsilon = 1/1200` on a unit cost and
+which made the pass ten times slower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "threshold_csr"]
+
+LOG_CUTOFF = -100.0
+
+
+def kernel_marginals(
+    cost: np.ndarray, f: np.ndarray, g: np.ndarray, inv_epsilon: float, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``out`` with :math:`\\exp((f_i + g_j - C_{ij})/\\varepsilon)` and return its row and column sums."""
+    np.add(f[:, None], g[None, :], out=out)
+    out -= cost
+    out *= inv_epsilon
+    with np.errstate(invalid="ignore"):
+        small = out < LOG_CUTOFF
+    np.maximum(out, LOG_CUTOFF, out=out)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
+    out[small] = 0.0
+    return out.sum(axis=1), out.sum(axis=0)
+
+
+def scaled_marginals(kernel: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column sums of :math:`\\operatorname{diag}(u) K \\operatorname{diag}(v)`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return u * (kernel @ v), v * (u @ kernel)
+
+
+def threshold_csr(
+    kernel: np.ndarray, u: np.ndarray, v: np.ndarray, threshold: float, ncols: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays of the entries of :math:`P = \\operatorname{diag}(u) K \\operatorname{diag}(v)` in the first
+    ``ncols`` columns that are >= ``threshold`` and > 0."""
+    view = u[:, None] * kernel[:, :ncols] * v[None, :ncols]
+    mask = (view >= threshold) & (view > 0)
+    rows, cols = np.nonzero(mask)
+    indptr = np.zeros(kernel.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=kernel.shape[0]), out=indptr[1:])
+    return indptr, cols.astype(np.int64), view[rows, cols]
+
+
+def schur_complement(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, d1: np.ndarray, d2: np.ndarray
+) -> np.ndarray:
+    """Dense :math:`\\operatorname{diag}(d_2) - B^\\top \\operatorname{diag}(d_1)^{-1} B`."""
+    block = sp.csr_matrix((data, indices, indptr), shape=(d1.size, d2.size))
+    scaled = sp.diags(1.0 / np.sqrt(d1)) @ block
+    out = -(scaled.T @ scaled).toarray()
+    out[np.diag_indices(d2.size)] += d2
+    return out
