@@ -77,3 +77,18 @@ def test_paper_set_all_47_reach_reference_values():
         result = sketch_newton(e.problem, tol=1e-6, seed=0, sketch="gaussian")
         assert result.success, (e.name, result.message)
         assert result.fun == pytest.approx(e.f_star, rel=1e-5, abs=1e-6), e.name
+
+
+def test_load_from_sif2jax_without_importing_the_whole_package():
+    import subprocess
+    import sys
+
+    # A fresh interpreter: loading HS7 must not execute sif2jax/__init__ (which builds all ~840 problems).
+    code = ("import sys; from optkit.problems.library.cutest import load, source_of; p = load('HS7'); "
+            "assert source_of('HS7') == 'sif2jax' and p.x0.dtype.name == 'float64'; "
+            "print(p.n, p.m, p.objective(p.x0), 'sif2jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    n, m, f0, imported = out.stdout.split()
+    assert (n, m, imported) == ("2", "1", "False")
+    assert float(f0) == pytest.approx(np.log(5.0) - 2.0, rel=1e-12)  # HS7 at x0 = (2, 2)

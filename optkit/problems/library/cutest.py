@@ -19,12 +19,20 @@ loop index after its loop; we follow the textbook).
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib
+import importlib.util
+import re
+import sys
+import types
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from optkit.problems.functions import Function
+from optkit.problems.functions import Function, _x64_context
 from optkit.problems.nlp import NonlinearProgram
 
 __all__ = ["load", "paper_set", "PAPER_PROBLEMS", "CUTEstEntry", "source_of"]
@@ -58,17 +66,67 @@ class CUTEstEntry:
     source: str
 
 
-def _sif2jax_classes() -> dict[str, Any]:
-    import sif2jax
+_SHADOW = "optkit_sif2jax_shadow"
 
-    return {type(p).__name__: type(p) for p in sif2jax.problems}
+
+@functools.lru_cache(maxsize=1)
+def _sif2jax_index() -> dict[str, tuple[str, str]]:
+    """Registered sif2jax problems: class name -> (category package, module), read from the category
+    ``__init__`` files with :mod:`ast`, without importing sif2jax (whose import builds all ~840 problems and
+    takes minutes)."""
+    spec = importlib.util.find_spec("sif2jax")
+    if spec is None or spec.origin is None:
+        return {}
+    root = Path(spec.origin).parent / "cutest"
+    index: dict[str, tuple[str, str]] = {}
+    for init in sorted(root.glob("_*/__init__.py")):
+        tree = ast.parse(init.read_text())
+        modules: dict[str, str] = {}
+        registered: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                for alias in node.names:
+                    modules[alias.asname or alias.name] = node.module
+            elif isinstance(node, (ast.Assign, ast.AugAssign)) and isinstance(node.value, ast.Tuple):
+                registered.update(e.func.id for e in node.value.elts
+                                  if isinstance(e, ast.Call) and isinstance(e.func, ast.Name))
+        for name in registered & modules.keys():
+            index[name] = (init.parent.name, modules[name])
+    return index
+
+
+def _sif2jax_class(key: str) -> Any:
+    """The sif2jax problem class ``key``, importing only its own module.
+
+    The module is executed inside a shadow copy of the package (``optkit_sif2jax_shadow``, whose ``__path__`` is
+    sif2jax's) so that its relative imports resolve without running ``sif2jax/__init__``; when sif2jax is
+    already imported, or the module imports ``sif2jax`` absolutely, the real package is used.
+    """
+    category, module = _sif2jax_index()[key]
+    if "sif2jax" in sys.modules:
+        return getattr(sys.modules["sif2jax"].cutest, key)
+    spec = importlib.util.find_spec("sif2jax")
+    root = Path(spec.origin).parent
+    source = (root / "cutest" / category / f"{module}.py").read_text()
+    if re.search(r"^\s*(from|import)\s+sif2jax\b", source, flags=re.MULTILINE):
+        import sif2jax
+
+        return getattr(sif2jax.cutest, key)
+    for name, path in ((_SHADOW, root), (f"{_SHADOW}.cutest", root / "cutest"),
+                       (f"{_SHADOW}.cutest.{category}", root / "cutest" / category)):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(path)]
+            package.__package__ = name
+            sys.modules[name] = package
+    return getattr(importlib.import_module(f"{_SHADOW}.cutest.{category}.{module}"), key)
 
 
 def source_of(name: str) -> str:
     """``"sif2jax"``, ``"s2mpj"`` or ``"optkit"``: where :func:`load` takes ``name`` from."""
     if name == "MOREBVNE":
         return "optkit"
-    if name.replace("-", "") in _sif2jax_classes() and name not in _S2MPJ_NAMES:
+    if name.replace("-", "") in _sif2jax_index() and name not in _S2MPJ_NAMES:
         return "sif2jax"
     return "s2mpj"
 
@@ -114,15 +172,15 @@ def load(name: str, *, source: str | None = None, **sif_params: Any) -> Nonlinea
 def _from_sif2jax(name: str, **params: Any) -> NonlinearProgram:
     import jax.numpy as jnp
 
-    classes = _sif2jax_classes()
     key = name.replace("-", "")
-    if key not in classes:
+    if key not in _sif2jax_index():
         raise ValueError(f"sif2jax has no problem {name!r}")
-    p = classes[key](**params)
-    if getattr(p, "bounds", None) is not None:
-        raise ValueError(f"{name} has bounds; NonlinearProgram is equality-constrained only")
-    y0 = np.asarray(p.y0, dtype=np.float64)
-    eq, ineq = p.constraint(p.y0)
+    with _x64_context():  # sif2jax builds y0 and data with jnp: without x64 they would be float32
+        p = _sif2jax_class(key)(**params)
+        if getattr(p, "bounds", None) is not None:
+            raise ValueError(f"{name} has bounds; NonlinearProgram is equality-constrained only")
+        y0 = np.asarray(p.y0, dtype=np.float64)
+        eq, ineq = p.constraint(p.y0)
     if ineq is not None and np.size(ineq):
         raise ValueError(f"{name} has inequality constraints")
     if eq is None:
