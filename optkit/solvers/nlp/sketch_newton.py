@@ -94,6 +94,52 @@ def _shift(H: Any, shift: float) -> Any:
     return H + shift * np.eye(n)
 
 
+def _direct_solve(K: Any, rhs: np.ndarray, counts: dict[str, float]) -> np.ndarray:
+    """Exact KKT solve: symmetric LU for dense, sparse LU for sparse, MINRES for matrix-free ``K``."""
+    if _linalg.is_dense(K):
+        counts["flops"] += (2.0 / 3.0) * K.shape[0] ** 3
+        try:
+            return scipy.linalg.solve(K, rhs, assume_a="sym")
+        except (np.linalg.LinAlgError, ValueError):
+            return np.linalg.lstsq(K, rhs, rcond=None)[0]
+    if sparse.issparse(K):
+        counts["flops"] += float(K.nnz) * 10.0
+        return spla.spsolve(K.tocsc(), rhs)
+    z, _ = spla.minres(K, rhs, rtol=1e-12, maxiter=10 * K.shape[0])
+    counts["flops"] += 2.0 * 10 * K.shape[0] ** 2
+    return z
+
+
+#: Sketch iterations between two checks of the projected iterations to the target.
+_SLICE = 8192
+
+
+def _sketch_until(solver: SketchSolver, target: float, budget: int, *, give_up: bool) -> bool:
+    """Run ``solver`` to ``||r|| <= target`` within ``budget`` iterations.
+
+    With ``give_up``, stop as soon as the average contraction observed so far,
+    :math:`(\|r_j\|/\|r_0\|)^{1/j}`, projects more iterations than the budget has left (checked every
+    ``_SLICE`` iterations, from the second slice on): the caller then solves directly instead of burning the cap.
+    """
+    if not give_up:
+        return solver.run(target, budget)
+    start, r0 = solver.iterations, max(solver.residual_norm, np.finfo(float).tiny)
+    while budget > 0:
+        piece = min(budget, _SLICE)
+        if solver.run(target, piece):
+            return True
+        budget -= piece
+        done = solver.iterations - start
+        r = solver.residual_norm
+        if done >= 2 * _SLICE and budget > 0:
+            if not r < r0:
+                return False
+            projected = done * math.log(r / max(target, np.finfo(float).tiny)) / math.log(r0 / r)
+            if projected > budget:
+                return False
+    return False
+
+
 class _Point:
     """First-order information at (x, lambda): f, c, G, grad_x L and the merit."""
 
@@ -135,6 +181,7 @@ def sketch_newton(
     hessian_tol: float = 1e-6,
     licq_tol: float = 1e-10,
     max_backtracks: int = 60,
+    on_inner_cap: str = "exact",
     time_limit: float | None = None,
     backend: str = "auto",
     callback: Any = None,
@@ -171,6 +218,15 @@ def sketch_newton(
         smallest singular value is reported in the message and ``info``). The reference code stops at 1e-2.
     max_backtracks : int
         Armijo halvings before the run stops as ``STALLED``.
+    on_inner_cap : {"exact", "continue"}, default "exact"
+        What to do when the sketch solver cannot meet the accuracy condition within ``max_inner`` iterations
+        (or its observed contraction projects past that cap). ``"continue"`` uses the inexact iterate, as the
+        reference code does; ``"exact"`` completes the direction with a direct solve of :math:`K_t z =
+        -\nabla\mathcal L_t` (counted in ``counts["exact_fallbacks"]``). The condition becomes unreachable near
+        degenerate solutions, where :math:`\kappa(K_t)` and :math:`\Psi_t` blow up: PRICE4NE's Jacobian is
+        singular at its root (:math:`\lambda_{\min}(G_tG_t^\top) \to 0`), HS47's reduced Hessian is singular at
+        its minimizer. There the inexact direction fails the descent test, the penalties are driven to the
+        safeguard and the reference method stalls (thousands of outer iterations at ``tol=1e-6``).
     time_limit, backend, callback, progress, seed
         See :func:`optkit.solve`; ``seed`` drives the sketches; ``backend`` is ``"numba"`` (Kaczmarz/Gaussian
         kernels) or ``"numpy"``.
@@ -212,6 +268,8 @@ def sketch_newton(
         time_limit = check_positive("time_limit", time_limit)
     if sketch not in (*SKETCHES, "exact"):
         raise ValueError(f"sketch must be one of {(*SKETCHES, 'exact')}, got {sketch!r}")
+    if on_inner_cap not in ("exact", "continue"):
+        raise ValueError(f"on_inner_cap must be 'exact' or 'continue', got {on_inner_cap!r}")
     if theta_schedule not in ("constant", "kkt"):
         raise ValueError(f"theta_schedule must be 'constant' or 'kkt', got {theta_schedule!r}")
     if backend not in ("auto", "numba", "numpy"):
@@ -234,7 +292,7 @@ def sketch_newton(
     def step(budget: int) -> Step:
         p: _Point = state["point"]
         counts: dict[str, float] = {"inner_iterations": 0, "flops": 0.0, "line_search_trials": 0,
-                                    "penalty_updates": 0, "hessian_modifications": 0}
+                                    "penalty_updates": 0, "hessian_modifications": 0, "exact_fallbacks": 0}
         H = prob.lagrangian_hessian(p.x, p.lam)
         G = p.G
         sigma_min = _linalg.smallest_singular_value(G)
@@ -265,16 +323,9 @@ def sketch_newton(
         rhs = -np.concatenate([p.grad_l, p.c])
         grad_norm = p.kkt
         theta_t = theta * (min(1.0, grad_norm) if theta_schedule == "kkt" else 1.0)
+        solver = None
         if sketch == "exact":
-            if _linalg.is_dense(K):
-                z = scipy.linalg.solve(K, rhs, assume_a="sym")
-                counts["flops"] += (2.0 / 3.0) * K.shape[0] ** 3
-            elif sparse.issparse(K):
-                z = spla.spsolve(K.tocsc(), rhs)
-                counts["flops"] += float(K.nnz) * 10.0
-            else:
-                z, _ = spla.minres(K, rhs, rtol=1e-12, maxiter=10 * K.shape[0])
-            solver = None
+            z = _direct_solve(K, rhs, counts)
         else:
             solver = SketchSolver(K, rhs, sketch=sketch, sampling=sampling, block_size=block_size, seed=rng,
                                   backend=chosen)
@@ -286,9 +337,17 @@ def sketch_newton(
             if solver is not None:
                 target = theta_t * state["delta"] * grad_norm / (norm_k * psi)
                 before = solver.iterations
-                solver.run(target, inner_left)
+                reached = _sketch_until(solver, target, inner_left, give_up=on_inner_cap == "exact")
                 inner_left -= solver.iterations - before
                 z = solver.z.copy()
+                if not reached and on_inner_cap == "exact":
+                    # The accuracy condition is out of reach (kappa(K_t) blows up at degenerate solutions):
+                    # finish this direction with a direct solve; later penalty updates reuse it.
+                    counts["inner_iterations"] += solver.iterations
+                    counts["flops"] += solver.flops
+                    counts["exact_fallbacks"] = 1
+                    solver = None
+                    z = _direct_solve(K, rhs, counts)
             dx, dlam = z[: problem.n], z[problem.n:]
             e1, e2 = state["eta1"], state["eta2"]
             gl, hgl, gtc, ggl = grad_merit_x_parts
@@ -301,7 +360,7 @@ def sketch_newton(
             state["delta"] = max(DELTA_FLOOR, min(state["delta"] / nu**4, delta_trial()))
             counts["penalty_updates"] += 1
         if solver is not None:
-            counts["inner_iterations"] = solver.iterations
+            counts["inner_iterations"] += solver.iterations
             counts["flops"] += solver.flops
         if not np.all(np.isfinite(z)):
             return Step(1, residuals(p), counts, Status.NUMERICAL_ERROR,
