@@ -33,6 +33,7 @@ on the random-assignment instance). Stopping rule: the L1 marginal error
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -246,7 +247,7 @@ def sns(
     armijo: float = 1e-4,
     max_backtracks: int = 30,
     nu0: float = 0.01,
-    mu0: float = 1.0,
+    mu0: float = 0.01,
     time_limit: float | None = None,
     init: tuple[Any, Any] | None = None,
     backend: str = "auto",
@@ -337,18 +338,24 @@ def sns(
     if not math.isfinite(float(np.abs(cost).max()) / epsilon):
         raise ValueError(f"epsilon = {epsilon!r} is too small for this cost: C / epsilon overflows float64")
     if np.any(a <= 0) or np.any(b <= 0):
-        raise ValueError("method 'sns' needs strictly positive weights a and b (drop zero-mass points first)")
+        # Zero-mass points carry no plan and have potential -inf: solve on the support and embed.
+        options = {"tol": tol, "max_iter": max_iter, "warm_start": warm_start, "density": density,
+                   "sparsify": sparsify, "linear_solver": linear_solver, "cg_tol": cg_tol, "cg_max_iter": cg_max_iter,
+                   "armijo": armijo, "max_backtracks": max_backtracks, "nu0": nu0, "mu0": mu0,
+                   "time_limit": time_limit, "backend": chosen, "callback": callback, "progress": progress}
+        return _on_support(problem, cost, a, b, init, options)
     if density is None:
         density = min(1.0, 2.0 / n)
     density = check_positive("density", density)
     if density > 1:
         raise ValueError(f"density must be in (0, 1], got {density!r}")
     keep = max(1, math.ceil(density * n * m))
+    min_kept = min(n * m, 2 * (n + m))
     kernel = _sinkhorn_kernel(chosen)
     dual = _Dual(cost, a, b, epsilon, _oracle_kernels(chosen))
     f0, g0 = _initial_potentials(problem, init)
     state: dict[str, Any] = {"current": dual.evaluate(f0.astype(np.float64), g0.astype(np.float64)),
-                             "mu": mu0, "sinkhorn": 0, "newton": 0, "cg": 0, "nnz": 0}
+                             "mu": mu0, "sinkhorn": 0, "newton": 0, "cg": 0, "nnz": 0, "repairs": 0}
 
     def accept(point: dict[str, Any]) -> None:
         previous = state["current"]
@@ -371,8 +378,27 @@ def sns(
         return Step(max(done, 1), {"marginal_error": state["current"]["error"]},
                     counts={"sinkhorn_updates": done})
 
+    def repair_step(rows: np.ndarray, cols: np.ndarray) -> Step:
+        # Exact maximisation of F over the potentials of points that receive (almost) no mass: their row or
+        # column of P is below the kernel's cut-off, where the Newton model is useless (a diagonal of ~0).
+        from scipy.special import logsumexp
+
+        cur = state["current"]
+        f, g = cur["f"].copy(), cur["g"].copy()
+        if rows.size:
+            f[rows] = epsilon * (np.log(a[rows]) - logsumexp((g[None, :] - cost[rows]) / epsilon, axis=1))
+        if cols.size:
+            g[cols] = epsilon * (np.log(b[cols]) - logsumexp((f[:, None] - cost[:, cols]) / epsilon, axis=0))
+        accept(dual.evaluate(f, g, cur))
+        state["repairs"] += 1
+        return Step(1, {"marginal_error": state["current"]["error"]}, counts={"repairs": 1})
+
     def newton_step(budget: int) -> Step:
         cur = state["current"]
+        starving_rows = np.flatnonzero(cur["rows"] < 1e-8 * a)
+        starving_cols = np.flatnonzero(cur["cols"] < 1e-8 * b)
+        if starving_rows.size or starving_cols.size:
+            return repair_step(starving_rows, starving_cols)
         rhs_f, rhs_g = cur["grad_f"], cur["grad_g"][:-1]  # g_m fixed: the reduced variables
         grad = np.concatenate([rhs_f, rhs_g])
         grad_norm = float(np.sqrt(rhs_f @ rhs_f + cur["grad_g"] @ cur["grad_g"]))
@@ -381,6 +407,12 @@ def sns(
         else:
             threshold, shift = nu0 * grad_norm, state["mu"] * grad_norm
         indptr, indices, data = dual.kernels.threshold_csr(cur["K"], cur["u"], cur["v"], threshold, m - 1)
+        if sparsify == "adaptive" and data.size < min_kept:
+            # Far from the solution nu0 * ||grad|| can exceed nearly every entry of a spread-out plan, leaving a
+            # diagonal model (a Jacobi step; thousands of steps on colour-transfer clouds at epsilon = 1e-3):
+            # keep at least the min_kept largest entries (the paper's global top-k) instead.
+            threshold = min(threshold, _top_threshold(dual.plan(cur), min_kept))
+            indptr, indices, data = dual.kernels.threshold_csr(cur["K"], cur["u"], cur["v"], threshold, m - 1)
         block = sp.csr_matrix((data, indices, indptr), shape=(n, m - 1))  # kept P without the fixed column m
         # The diagonal is the exact marginal (never sparsified); floored so that an empty row cannot divide by 0.
         floor = 1e-16 * float(a.sum())
@@ -474,7 +506,8 @@ def sns(
         status=status,
         message=message,
         nit=outcome.nit,
-        counts={"sinkhorn_updates": state["sinkhorn"], "newton_steps": state["newton"], "cg_iterations": state["cg"]},
+        counts={"sinkhorn_updates": state["sinkhorn"], "newton_steps": state["newton"], "cg_iterations": state["cg"],
+                "repairs": state["repairs"]},
         residuals={"marginal_error": sum(solution.marginal_error)},
         history=outcome.history,
         wall_time=outcome.wall_time,
@@ -503,3 +536,21 @@ def _summary(cost: np.ndarray, a: np.ndarray, b: np.ndarray, point: dict[str, An
     transport_cost = float(np.einsum("ij,ij->", cost, plan))
     errors = (float(np.abs(rows - a).sum()), float(np.abs(cols - b).sum()))
     return TransportSolution(plan, (f, g), transport_cost, objective, dual, errors)
+
+
+def _on_support(problem: TransportProblem, cost: np.ndarray, a: np.ndarray, b: np.ndarray, init: Any,
+                options: dict[str, Any]) -> Result:
+    """Solve on the points of positive mass and embed: zero rows/columns of the plan, potentials ``-inf``."""
+    rows, cols = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
+    if init is not None:
+        init = (np.asarray(init[0], np.float64)[rows], np.asarray(init[1], np.float64)[cols])
+    reduced = TransportProblem(a[rows], b[cols], cost[np.ix_(rows, cols)], problem.regularization)
+    result = sns(reduced, init=init, **options)
+    inner = result.x
+    plan = np.zeros_like(cost)
+    plan[np.ix_(rows, cols)] = inner.plan
+    f, g = np.full(a.size, -np.inf), np.full(b.size, -np.inf)
+    f[rows], g[cols] = inner.potentials
+    solution = TransportSolution(plan, (f, g), inner.cost, inner.objective, inner.dual_objective,
+                                 inner.marginal_error)
+    return dataclasses.replace(result, x=solution, info={**result.info, "support": (rows.size, cols.size)})

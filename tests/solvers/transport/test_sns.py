@@ -124,3 +124,17 @@ def test_backends_agree_at_small_epsilon() -> None:
     # Both meet the L1 marginal error 1e-9 of the unique entropic plan, so they agree to about that per entry
     # (POT's sinkhorn_log needs minutes to reach this accuracy at epsilon = 1/1200; it is the reference at 0.02).
     np.testing.assert_allclose(results["numpy"].x.plan, results["numba"].x.plan, atol=2e-9)
+
+
+def test_zero_mass_points_are_solved_on_the_support() -> None:
+    from optkit.problems.library.transport_instances import mnist_pair
+
+    problem = mnist_pair(0, 1, source="sklearn", regularization=Entropic(0.05))  # background pixels: zero mass
+    a, b = np.asarray(problem.a), np.asarray(problem.b)
+    assert np.any(a == 0) and np.any(b == 0)
+    result = sns(problem, tol=1e-11)
+    assert result.success, result.message
+    assert np.all(result.x.plan[a == 0] == 0) and np.all(np.isneginf(result.x.potentials[0][a == 0]))
+    reference = ot.sinkhorn(a, b, np.asarray(problem.cost), 0.05, method="sinkhorn_log", stopThr=1e-13,
+                            numItermax=100_000)
+    np.testing.assert_allclose(result.x.plan, reference, atol=1e-10)
