@@ -1,0 +1,63 @@
+"""Chi-square DRO logistic regression: the projection and the saddle point against CVXPY (Clarabel)."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+import optkit
+from optkit.problems.library.dro import (
+    DROLogistic,
+    dro_logistic,
+    project_chi_square_ball,
+)
+
+
+@pytest.mark.parametrize("radius", [0.02, 0.1, 10.0])
+def test_projection_matches_cvxpy(radius: float) -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=25) * 0.2
+    p = cp.Variable(25)
+    cp.Problem(cp.Minimize(cp.sum_squares(p - v)),
+               [p >= 0, cp.sum(p) == 1, cp.norm(p - 1 / 25) <= radius]).solve(solver="CLARABEL")
+    got = project_chi_square_ball(v, radius)
+    # Clarabel's default tolerances (1e-8 on the objective) give the projection to ~1e-6.
+    np.testing.assert_allclose(got, p.value, atol=1e-5)
+    assert abs(got.sum() - 1) < 1e-12 and got.min() >= 0 and np.linalg.norm(got - 1 / 25) <= radius * (1 + 1e-12)
+
+
+def _cvxpy_solution(problem: DROLogistic) -> tuple[np.ndarray, float]:
+    # min_x max_{p in P} p^T l(x) + lam/2 |x|^2, the inner max dualised: sup_{p in P} p^T t =
+    # min_{theta, w >= 0} mean(t) + mean(w) + r |t - theta 1 + w| (Slater holds at p = 1/N), and t >= l(x) is
+    # exact because the sup is nondecreasing in t (p >= 0).
+    A, b, N = problem.features, problem.labels, problem.n_components
+    x, t, theta, w = cp.Variable(A.shape[1]), cp.Variable(N), cp.Variable(), cp.Variable(N, nonneg=True)
+    objective = (cp.sum(t) / N + cp.sum(w) / N + problem.radius * cp.norm(t - theta + w)
+                 + 0.5 * problem.regularization * cp.sum_squares(x))
+    value = cp.Problem(cp.Minimize(objective), [t >= cp.logistic(-cp.multiply(b, A @ x))]).solve(solver="CLARABEL")
+    return x.value, float(value)
+
+
+@pytest.mark.slow
+def test_saddle_point_matches_cvxpy() -> None:
+    problem = dro_logistic("a9a", samples=20, rho=0.5, regularization=1.0)
+    x_ref, value_ref = _cvxpy_solution(problem)
+    result = optkit.solve(problem, "eg", tol=1e-6, max_epochs=5000)
+    assert result.success, result.message
+    x, p = result.x
+    # The x-block is 1-strongly monotone (lam = 1): |x - x*| <= (1 + L_F) * residual / lam <= 2e-5 at tol 1e-6.
+    np.testing.assert_allclose(x, x_ref, atol=1e-4)
+    assert result.fun == pytest.approx(value_ref, abs=1e-6)
+    assert np.linalg.norm(p - 1 / 20) <= problem.radius * (1 + 1e-9)
+
+
+def test_operator_is_the_mean_of_components_and_bad_input() -> None:
+    rng = np.random.default_rng(1)
+    problem = DROLogistic(rng.normal(size=(7, 3)), np.sign(rng.normal(size=7)), rho=0.3, regularization=0.1)
+    u = np.concatenate([rng.normal(size=3), project_chi_square_ball(rng.random(7), problem.radius)])
+    np.testing.assert_allclose(problem.components(u, np.arange(7)).mean(axis=0), problem.operator(u), atol=1e-12)
+    with pytest.raises(ValueError, match="labels"):
+        DROLogistic(np.ones((3, 2)), np.array([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="rho"):
+        DROLogistic(np.ones((3, 2)), np.ones(3), rho=-1.0)
