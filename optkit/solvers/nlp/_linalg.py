@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import scipy.linalg
 import scipy.sparse as sparse
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, aslinearoperator, eigsh, svds
 
-__all__ = ["is_dense", "to_dense", "spectral_norm", "smallest_singular_value", "reduced_hessian_min", "symmetric_min"]
+__all__ = ["single_threaded_blas", "singular_extremes", "symmetric_eigenvalues", "is_dense", "to_dense", "spectral_norm", "smallest_singular_value", "reduced_hessian_min", "symmetric_min"]
 
 #: Above this many rows we stop forming dense factorizations for spectral estimates.
 DENSE_LIMIT = 2000
@@ -81,3 +82,40 @@ def reduced_hessian_min(H: Any, G: Any) -> float:
         R = Z.T @ to_dense(H) @ Z
         return float(scipy.linalg.eigvalsh(0.5 * (R + R.T), subset_by_index=[0, 0])[0])
     return symmetric_min(H)
+
+
+def singular_extremes(G: Any) -> tuple[float, float]:
+    """:math:`(\sigma_{\max}(G), \sigma_{\min}(G))` for a wide (m <= n) Jacobian, from one SVD when small."""
+    if is_dense(G) or _small(G):
+        values = np.linalg.svd(to_dense(G), compute_uv=False)
+        if values.size == 0:
+            return 0.0, 0.0
+        return float(values[0]), float(values[-1]) if G.shape[0] <= G.shape[1] else 0.0
+    return spectral_norm(G), smallest_singular_value(G)
+
+
+def symmetric_eigenvalues(A: Any) -> np.ndarray | None:
+    """All eigenvalues of a small symmetric matrix (ascending), or None for a large/matrix-free one."""
+    if is_dense(A) or _small(A):
+        D = to_dense(A)
+        return scipy.linalg.eigvalsh(0.5 * (D + D.T), check_finite=False)
+    return None
+
+
+#: KKT systems up to this size run their dense linear algebra on one BLAS thread.
+SMALL_SYSTEM = 1000
+
+
+def single_threaded_blas(size: int) -> contextlib.AbstractContextManager[Any]:
+    """One BLAS thread for systems of at most :data:`SMALL_SYSTEM` unknowns.
+
+    The factorizations here are of matrices of a few hundred rows; on a shared machine threaded OpenBLAS makes
+    a 100 x 100 SVD about 200 times slower (0.29 s against 1.3 ms measured on two busy cores).
+    """
+    if size > SMALL_SYSTEM:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")

@@ -117,24 +117,25 @@ _SLICE = 8192
 def _sketch_until(solver: SketchSolver, target: float, budget: int, *, give_up: bool) -> bool:
     """Run ``solver`` to ``||r|| <= target`` within ``budget`` iterations.
 
-    With ``give_up``, stop as soon as the average contraction observed so far,
-    :math:`(\|r_j\|/\|r_0\|)^{1/j}`, projects more iterations than the budget has left (checked every
-    ``_SLICE`` iterations, from the second slice on): the caller then solves directly instead of burning the cap.
+    With ``give_up``, stop early when the contraction over the last two slices of ``_SLICE`` iterations,
+    extrapolated, needs more iterations than the budget has left (or the residual did not decrease over them):
+    the caller then solves directly instead of burning the cap. The recent rate, not the average since the
+    start, is the one that matters: sketch-and-project converges fast on the large eigencomponents first.
     """
     if not give_up:
         return solver.run(target, budget)
-    start, r0 = solver.iterations, max(solver.residual_norm, np.finfo(float).tiny)
+    norms = [solver.residual_norm]
     while budget > 0:
         piece = min(budget, _SLICE)
         if solver.run(target, piece):
             return True
         budget -= piece
-        done = solver.iterations - start
-        r = solver.residual_norm
-        if done >= 2 * _SLICE and budget > 0:
-            if not r < r0:
+        norms.append(solver.residual_norm)
+        if len(norms) >= 3 and budget > 0:
+            before, now = norms[-3], norms[-1]
+            if not now < before:
                 return False
-            projected = done * math.log(r / max(target, np.finfo(float).tiny)) / math.log(r0 / r)
+            projected = 2 * _SLICE * math.log(now / max(target, np.finfo(float).tiny)) / math.log(before / now)
             if projected > budget:
                 return False
     return False
@@ -295,7 +296,7 @@ def sketch_newton(
                                     "penalty_updates": 0, "hessian_modifications": 0, "exact_fallbacks": 0}
         H = prob.lagrangian_hessian(p.x, p.lam)
         G = p.G
-        sigma_min = _linalg.smallest_singular_value(G)
+        norm_g, sigma_min = _linalg.singular_extremes(G)
         state["sigma_min"] = sigma_min
         lam_min_ggt = sigma_min**2
         if not lam_min_ggt >= licq_tol:
@@ -304,13 +305,16 @@ def sketch_newton(
                         f"the constraint Jacobian is {sigma_min:.3e} (lambda_min(G G^T) = {lam_min_ggt:.3e} < "
                         f"licq_tol = {licq_tol:g}); the last iterate is returned. Check for redundant or "
                         "inconsistent constraints, or start elsewhere.")
-        norm_h = _linalg.spectral_norm(H)
-        B = H
+        eigenvalues = _linalg.symmetric_eigenvalues(H)
+        norm_h = _linalg.spectral_norm(H) if eigenvalues is None else float(np.max(np.abs(eigenvalues)))
+        B, norm_b = H, norm_h
         if _linalg.reduced_hessian_min(H, G) < hessian_tol:
-            B = _shift(H, xi_b + norm_h)
+            shift = xi_b + norm_h
+            B = _shift(H, shift)
             counts["hessian_modifications"] = 1
-        norm_b = norm_h if B is H else _linalg.spectral_norm(B)
-        norm_g = _linalg.spectral_norm(G)
+            # ||H + sI|| from the spectrum of H when we have it
+            norm_b = (_linalg.spectral_norm(B) if eigenvalues is None
+                      else float(np.max(np.abs(eigenvalues + shift))))
         psi = 20.0 * max(norm_b**2, 1.0) / (min(lam_min_ggt, 1.0) * min(xi_b, 1.0))
         upsilon = max(norm_g, norm_h, 1.0)
 
@@ -329,7 +333,8 @@ def sketch_newton(
         else:
             solver = SketchSolver(K, rhs, sketch=sketch, sampling=sampling, block_size=block_size, seed=rng,
                                   backend=chosen)
-            norm_k = _linalg.spectral_norm(K)
+            spectrum = _linalg.symmetric_eigenvalues(K)
+            norm_k = _linalg.spectral_norm(K) if spectrum is None else float(np.max(np.abs(spectrum)))
         # HVP for the merit gradient uses the true Hessian of the Lagrangian (not B).
         grad_merit_x_parts = (p.grad_l, _matvec(H, p.grad_l), _rmatvec(G, p.c), _matvec(G, p.grad_l))
         inner_left = max_inner
@@ -387,9 +392,10 @@ def sketch_newton(
         p = state["point"]
         return p.x.copy(), p.lam.copy()
 
-    outcome = drive(step, converged=lambda r: r["kkt"] <= tol, max_iter=max_iter, method="sketch-newton",
-                    time_limit=time_limit, callback=callback, progress=progress, current=current,
-                    initial=residuals(point), stopping_rule=f"||(grad_x L, c)|| <= {tol:g}")
+    with _linalg.single_threaded_blas(problem.n + problem.m):
+        outcome = drive(step, converged=lambda r: r["kkt"] <= tol, max_iter=max_iter, method="sketch-newton",
+                        time_limit=time_limit, callback=callback, progress=progress, current=current,
+                        initial=residuals(point), stopping_rule=f"||(grad_x L, c)|| <= {tol:g}")
     final: _Point = state["point"]
     counts = dict(outcome.counts)
     counts.update({k: float(v) for k, v in prob.counts.items()})

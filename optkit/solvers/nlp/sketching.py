@@ -268,11 +268,15 @@ class SketchSolver:
                 self.r = self._apply(self.z) - self.b  # drop the incremental drift
                 return done
             return self._generic(count, target_sq, rows=rows)
-        if self.sketch == "gaussian" and self.block_size == 1 and self.backend == "numba" and self.kind == "dense":
+        if (self.sketch == "gaussian" and self.block_size == 1 and self.backend == "numba" and self.kind == "dense"
+                and N <= DENSE_SQUARE_LIMIT):
             from optkit.kernels.numba_sketching import gaussian_vector_dense
 
+            if self._K2 is None:
+                self._K2 = np.ascontiguousarray(self.K @ self.K)
+                self.flops += 2.0 * N**3
             sketches = self.rng.standard_normal((count, N))
-            done = int(gaussian_vector_dense(self.K, sketches, self.z, self.r, target_sq))
+            done = int(gaussian_vector_dense(self.K, self._K2, sketches, self.z, self.r, target_sq))
             self.flops += (4.0 * N * N + 7.0 * N) * done
             return done
         return self._generic(count, target_sq)
