@@ -132,6 +132,12 @@ def write_outputs(run: ExperimentRun, out_dir: str | Path, *, plots: bool = True
             path = out / "plots" / f"{_slug(instance)}.png"
             if save_convergence_plot(records, path, residual=residual, title=f"{exp.name}: {instance}"):
                 written["plots"].append(path)
+        # An experiment may draw its own figure too (e.g. residual against epochs for the monotone solvers).
+        custom = getattr(exp.module, "save_figure", None)
+        if callable(custom):
+            path = out / "plots" / "figure.png"
+            custom(run.records, path)
+            written["plots"].append(path)
     return written
 
 

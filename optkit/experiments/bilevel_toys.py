@@ -3,7 +3,7 @@
 Metrics: distance of x to the known solution (the global minimiser for the nonconvex toys T6/T7; T8 has no known
 upper optimum, so its distance is that of y to the closed-form y*(x)), the upper objective, the computed lower-level
 gap, the constraint violation, iterations and time. Methods that refuse a problem (AID/ITD on non-singleton or
-coupled lower levels) appear with status ERROR and their refusal message.
+coupled lower levels) appear with status NOT_APPLICABLE and their refusal message.
 """
 
 from __future__ import annotations

@@ -120,12 +120,12 @@ def measure(instance: Instance, result: Any, reference: Mapping[str, Any]) -> di
 
 def run(experiment: Any, *, quick: bool, seeds: Sequence[int], workers: int, scheduler: Any) -> list[dict]:
     """Each instance with its own steps (the runner's grid shares options across instances)."""
-    from optkit.experiments.runner import _Executor, _run_task
+    from optkit.experiments.runner import Executor, run_task
 
     tasks = [(__name__, NAME, inst, spec, seed, {})
              for inst in instances(quick) for spec in paper_methods(inst) for seed in seeds]
-    with _Executor(workers, scheduler) as pool:
-        return list(pool.map(_run_task, tasks))
+    with Executor(workers, scheduler) as pool:
+        return list(pool.map(run_task, tasks))
 
 
 def figure(records: Sequence[Mapping[str, Any]]) -> Any:

@@ -34,7 +34,8 @@ and optionally
 
 Each run gives one *record*, a JSON-friendly dict with the fields ``experiment``, ``instance``, ``method``
 (the label), ``solver`` (the registered name), ``backend``, ``seed``, ``params`` (the instance's parameters),
-``status`` (a :class:`~optkit.Status` name, ``"REFERENCE"`` for reference rows, ``"ERROR"`` when the solver raised),
+``status`` (a :class:`~optkit.Status` name, ``"REFERENCE"`` for reference rows, ``"NOT_APPLICABLE"`` when
+the method does not accept the instance (the message says why), ``"ERROR"`` when the solver raised),
 ``success``, ``nit``, ``wall_time`` (seconds, as the solver measured them), ``fun``, ``residuals``, ``counts``,
 ``metrics``, ``history`` (column name to list) and ``message``.
 
@@ -268,7 +269,7 @@ def run_experiment(
     specs = _select(list(module.methods(quick)), methods, "method")
     if not grid or not specs:
         raise ValueError(f"experiment {exp.name!r} has an empty grid: {len(grid)} instances, {len(specs)} methods")
-    with _Executor(workers, scheduler) as pool:
+    with Executor(workers, scheduler) as pool:
         references: dict[str, dict[str, Any]] = {}
         records: list[dict[str, Any]] = []
         if callable(getattr(module, "reference", None)):
@@ -278,7 +279,7 @@ def run_experiment(
                 records.append(record)
         tasks = [(module.__name__, exp.name, inst, spec, seed, references.get(inst.name, {}))
                  for inst in grid for spec in specs for seed in seeds]
-        records.extend(pool.map(_run_task, tasks))
+        records.extend(pool.map(run_task, tasks))
     order = {inst.name: k for k, inst in enumerate(grid)}
     records.sort(key=lambda r: order[r["instance"]])  # stable: the reference row stays first
     wall = time.perf_counter() - start
@@ -297,7 +298,7 @@ def _select(items: list[Any], names: Iterable[str] | None, what: str) -> list[An
     return [item for item in items if item.name in wanted]
 
 
-class _Executor:
+class Executor:
     """Maps a picklable task function over tasks: in this process, in local processes, or on Dask."""
 
     def __init__(self, workers: int, scheduler: Any) -> None:
@@ -306,7 +307,7 @@ class _Executor:
         self._client: Any = None
         self._own_client = False
 
-    def __enter__(self) -> _Executor:
+    def __enter__(self) -> Executor:
         if self.scheduler is not None:
             try:
                 from distributed import Client
@@ -355,13 +356,18 @@ def _reference_task(task: tuple[str, str, Instance]) -> dict[str, Any]:
     return record
 
 
-def _run_task(task: tuple[str, str, Instance, MethodSpec, int, dict[str, Any]]) -> dict[str, Any]:
+def run_task(task: tuple[str, str, Instance, MethodSpec, int, dict[str, Any]]) -> dict[str, Any]:
     """Solve one (instance, method, seed) and reduce the Result to a record (the plan stays in the worker)."""
     from optkit.solvers.api import solve
+    from optkit.solvers.registry import get as get_solver
 
     module_name, exp_name, inst, spec, seed, reference = task
     module = importlib.import_module(module_name)
     record = _blank_record(exp_name, inst, spec.name, spec.method, spec.backend, seed)
+    refusal = get_solver(spec.method).refusal(inst.problem) if isinstance(spec.method, str) else None
+    if refusal is not None:
+        record.update(status="NOT_APPLICABLE", message=refusal)
+        return record
     try:
         if spec.warmup:
             solve(inst.problem, spec.method, backend=spec.backend, seed=seed, **spec.options)
