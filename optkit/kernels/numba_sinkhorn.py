@@ -50,6 +50,13 @@ _FAST = {"reassoc", "contract"}
 _PARALLEL_MIN_ENTRIES = 1 << 18
 
 
+@njit(cache=True, inline="always")
+def _exp(t):  # pragma: no cover
+    """exp(t), flushed to 0 below e^-700 (1e-304, either relative to the largest entry of a shifted row or column
+    or as absolute plan mass, so no float64 sum changes); avoids exp's slow subnormal path at small epsilon."""
+    return math.exp(t) if t > -700.0 else 0.0
+
+
 @njit(cache=True)
 def _rebuild_block(blk, cost, a, log_a, f_state, g, inv_eps, epsilon, K, part, starts, row_err,
                    f_next):  # pragma: no cover
@@ -68,7 +75,7 @@ def _rebuild_block(blk, cost, a, log_a, f_state, g, inv_eps, epsilon, K, part, s
                 shift = t
         total = 0.0
         for j in range(m):
-            x = math.exp((g[j] - cost[i, j] - shift) * inv_eps)
+            x = _exp((g[j] - cost[i, j] - shift) * inv_eps)
             K[i, j] = x
             total += x
         # Row sum of the current plan exp((f_state_i + g_j - C_ij)/eps) = exp((f_state_i + shift)/eps) * total.
@@ -150,12 +157,12 @@ def _scaling_block(blk, cost, K, a, log_a, f, g, u, v, inv_eps, epsilon, tiny, p
                 shift = t
         total = 0.0
         for j in range(m):
-            total += math.exp((g[j] + epsilon * _log(v[j]) - cost[i, j] - shift) * inv_eps)
+            total += _exp((g[j] + epsilon * _log(v[j]) - cost[i, j] - shift) * inv_eps)
         fi = epsilon * (log_a[i] - math.log(total)) - shift
         f_next[i] = fi
         u_next[i] = 1.0
         for j in range(m):
-            x = math.exp((fi + g[j] - cost[i, j]) * inv_eps)
+            x = _exp((fi + g[j] - cost[i, j]) * inv_eps)
             K[i, j] = x
             acc[j] += x
     row_err[blk] = err
@@ -233,12 +240,12 @@ def _exact_column(j, cost, K, log_b, f, g, v, log_u, inv_eps, epsilon):  # pragm
             shift = t
     total = 0.0
     for i in range(n):
-        total += math.exp((f[i] + epsilon * log_u[i] - cost[i, j] - shift) * inv_eps)
+        total += _exp((f[i] + epsilon * log_u[i] - cost[i, j] - shift) * inv_eps)
     gj = epsilon * (log_b[j] - math.log(total)) - shift
     g[j] = gj
     v[j] = 1.0
     for i in range(n):
-        K[i, j] = math.exp((f[i] + gj - cost[i, j]) * inv_eps)
+        K[i, j] = _exp((f[i] + gj - cost[i, j]) * inv_eps)
 
 
 @njit(cache=True, parallel=True)
