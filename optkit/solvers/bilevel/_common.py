@@ -381,6 +381,8 @@ def lower_minimum(problem: BilevelProblem, x: np.ndarray, y_start: np.ndarray) -
                     return sign * cons.value(kind, x, y)
 
                 def cjac(y: np.ndarray, kind: str = kind, sign: float = sign) -> np.ndarray:
+                    if cons.is_affine:  # constant Jacobian A_y: no per-row products
+                        return sign * cons.affine(kind)[1]
                     k = cons.n_inequality if kind == "inequality" else cons.n_equality
                     rows = [cons.vjp(kind, x, y, np.eye(k)[i])[1] for i in range(k)]
                     return sign * np.array(rows)
