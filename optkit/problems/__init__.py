@@ -1,6 +1,7 @@
 """WHAT is solved: problem descriptions (data and math, validated at construction; no iteration logic)."""
 
 from optkit.problems.bilevel import BilevelProblem, FiniteSum, LowerConstraints
+from optkit.problems.bilevel_sets import CvxpySet, HalfSpacesBox
 from optkit.problems.functions import CountedFunction, Function, check_derivatives
 from optkit.problems.monotone import BilinearGame, MinMaxProblem, MonotoneInclusion
 from optkit.problems.nlp import NonlinearProgram
@@ -26,6 +27,8 @@ __all__ = [
     "Ball",
     "Affine",
     "Product",
+    "HalfSpacesBox",
+    "CvxpySet",
     "BilevelProblem",
     "FiniteSum",
     "LowerConstraints",
