@@ -31,12 +31,13 @@ from optkit.problems.transport import Quadratic, SparsityConstrained, TransportP
 from optkit.solvers.loop import Step, check_positive, check_positive_int, drive
 from optkit.solvers.registry import register, resolve_backend
 from optkit.solvers.result import Result, Status
-from optkit.solvers.transport._lbfgs import LbfgsIterations
+from optkit.solvers.transport._lbfgs import Lbfgs
 from optkit.solvers.transport._solution import TransportSolution
 
 __all__ = ["sparse_ot", "sparsity_k"]
 
 FORMULATIONS = ("dual", "semi-dual")
+SMALL_PROBLEM_ENTRIES = 4096  # backend="auto" uses the NumPy oracles up to this many cost entries
 
 
 def sparsity_k(problem: TransportProblem) -> tuple[int, float]:
@@ -141,17 +142,21 @@ def sparse_ot(
     max_iter
         Maximum number of L-BFGS iterations.
     memory
-        Number of L-BFGS correction pairs (SciPy's ``maxcor``).
+        Number of L-BFGS correction pairs.
     max_restarts
-        How many times L-BFGS is restarted (fresh memory, from the current point) when SciPy stops before the
-        stopping rule is met but after an improvement of the objective.
+        How many times L-BFGS is restarted (fresh memory, steepest ascent from the current point) when its
+        strong-Wolfe line search finds no acceptable step; once they are used up such a failure ends the run
+        ``STALLED``.
     time_limit
         Seconds after which the run stops with ``TIME_LIMIT``.
     init
         Starting potentials: ``(alpha, beta)`` for the dual, ``alpha`` (or ``(alpha, beta)``, whose ``beta`` is
         ignored) for the semi-dual; zeros by default.
     backend
-        ``"auto"`` (Numba), ``"numpy"`` or ``"numba"``: where the oracles run; L-BFGS itself is SciPy's.
+        ``"auto"`` (Numba; NumPy for at most ``SMALL_PROBLEM_ENTRIES`` = 4096 cost entries), ``"numpy"`` or
+        ``"numba"``: where the oracles run; the L-BFGS loop
+        (:mod:`optkit.solvers.transport._lbfgs`: two-loop recursion, strong-Wolfe line search) runs in the
+        caller's thread.
     callback, progress, seed
         See :func:`optkit.solve` (deterministic; ``seed`` is ignored).
 
@@ -184,6 +189,10 @@ def sparse_ot(
     if time_limit is not None:
         time_limit = check_positive("time_limit", time_limit)
     chosen = resolve_backend(backend, sparse_ot.solver_info, problem.a, problem.b, problem.cost)
+    if backend == "auto" and chosen == "numba" and np.size(problem.cost) <= SMALL_PROBLEM_ENTRIES:
+        # Below this size one NumPy oracle call costs tens of microseconds, less than a process's first Numba
+        # dispatch (about 0.5 s of runtime initialisation) can ever repay.
+        chosen = "numpy"
     if problem.is_jax:
         raise ValueError("method 'sparse-ot' runs on NumPy arrays; this problem holds JAX arrays")
     kernels = _oracles(chosen)
@@ -217,53 +226,51 @@ def sparse_ot(
             return np.inf, np.zeros_like(x)
         return -state["value"], -state["grad"]
 
+    lbfgs = Lbfgs(negated, x0, memory=memory)
     best = {"x": x0, **{key: val for key, val in evaluate(x0).items() if key != "x"}}
-    runs = {"lbfgs": LbfgsIterations(negated, x0, memory=memory, max_iter=max_iter + 1), "restarts": 0,
-            "start_value": best["value"]}
+    runs = {"restarts": 0, "evaluations": lbfgs.evaluations}
 
     def step(budget: int) -> Step:
-        kind, payload = runs["lbfgs"].next()
-        x = payload if kind == "iterate" else np.asarray(payload.x)
-        state = evaluate(x)
+        moved = lbfgs.iterate()
+        if not moved and runs["restarts"] < max_restarts:
+            # The line search failed along the quasi-Newton direction (a kink of the nonsmooth k < n dual, or
+            # stale curvature pairs): retry once from steepest ascent with a fresh memory.
+            runs["restarts"] += 1
+            lbfgs.reset()
+            moved = lbfgs.iterate()
+        used = lbfgs.evaluations - runs["evaluations"]
+        runs["evaluations"] = lbfgs.evaluations
+        state = evaluate(lbfgs.x)
         residuals = {"marginal_error": state["error"]}
-        if not (np.isfinite(state["value"]) and np.all(np.isfinite(x))):
-            return Step(1, residuals, status=Status.NUMERICAL_ERROR,
+        counts = {"oracle_calls": used}
+        if not (np.isfinite(state["value"]) and np.all(np.isfinite(lbfgs.x))):
+            return Step(1, residuals, counts, status=Status.NUMERICAL_ERROR,
                         message="sparse-ot: a non-finite dual value appeared; the last finite potentials are returned. "
                         "Increase gamma or rescale the cost.")
-        improved = state["value"] > runs["start_value"]
-        best.update(x=x.copy(), **{key: val for key, val in state.items() if key != "x"})
-        if kind == "done" and not state["error"] <= tol and improved and runs["restarts"] < max_restarts:
-            # L-BFGS-B's line search stops once f changes reach rounding level; a fresh memory often goes on.
-            runs["lbfgs"].close()
-            runs["lbfgs"] = LbfgsIterations(negated, x, memory=memory, max_iter=max_iter + 1)
-            runs["restarts"] += 1
-            runs["start_value"] = state["value"]
-            return Step(0, residuals)
-        if kind == "done" and not state["error"] <= tol:
-            return Step(0, residuals, status=Status.STALLED,
-                        message=f"sparse-ot: L-BFGS stopped ({payload.message}) with L1 marginal error "
-                        f"{state['error']:.3e} > tol = {tol:g}. " + Status.STALLED.advice
+        best.update(x=lbfgs.x.copy(), **{key: val for key, val in state.items() if key != "x"})
+        if not moved:
+            return Step(1, residuals, counts, status=Status.STALLED,
+                        message=f"sparse-ot: the L-BFGS line search found no ascent step (after {runs['restarts']} "
+                        f"restarts) with L1 marginal error {state['error']:.3e} > tol = {tol:g}. "
+                        + Status.STALLED.advice
                         + (" For k < n the (semi-)dual is nonsmooth and the relaxation may have a gap." if k < n else ""))
-        return Step(1 if kind == "iterate" else 0, residuals)
+        return Step(1, residuals, counts)
 
     def current() -> TransportSolution:
         return _solution(problem, best, n, dual)
 
-    try:
-        outcome = drive(
-            step,
-            converged=lambda r: r["marginal_error"] <= tol,
-            max_iter=max_iter,
-            method="sparse-ot",
-            time_limit=time_limit,
-            callback=callback,
-            progress=progress,
-            current=current,
-            initial={"marginal_error": best["error"]},
-            stopping_rule=f"L1 marginal error <= {tol:g}",
-        )
-    finally:
-        runs["lbfgs"].close()
+    outcome = drive(
+        step,
+        converged=lambda r: r["marginal_error"] <= tol,
+        max_iter=max_iter,
+        method="sparse-ot",
+        time_limit=time_limit,
+        callback=callback,
+        progress=progress,
+        current=current,
+        initial={"marginal_error": best["error"]},
+        stopping_rule=f"L1 marginal error <= {tol:g}",
+    )
     solution = current()
     plan = solution.plan
     return Result(
@@ -272,7 +279,7 @@ def sparse_ot(
         status=outcome.status,
         message=outcome.message,
         nit=outcome.nit,
-        counts={"iterations": outcome.nit, "restarts": runs["restarts"]},
+        counts={"iterations": outcome.nit, "oracle_calls": lbfgs.evaluations, "restarts": runs["restarts"]},
         residuals={"marginal_error": best["error"]},
         history=outcome.history,
         wall_time=outcome.wall_time,

@@ -182,3 +182,31 @@ def test_bad_inputs() -> None:
 def test_default_method_for_quadratic_and_sparse() -> None:
     assert optkit.solve(_problem(8, 6, Quadratic(0.1))).method == "sparse-ot"
     assert optkit.solve(_problem(8, 6, SparsityConstrained(2, 0.1))).method == "sparse-ot"
+
+
+def test_lbfgs_minimises_rosenbrock_and_a_quadratic() -> None:
+    from scipy.optimize import rosen, rosen_der
+
+    from optkit.solvers.transport._lbfgs import Lbfgs
+
+    # Rosenbrock's minimiser is the ones vector (closed form); curvature pairs must stay positive throughout.
+    solver = Lbfgs(lambda x: (rosen(x), rosen_der(x)), np.full(6, -1.2), memory=8)
+    for _ in range(200):
+        if np.linalg.norm(solver.g) < 1e-10 or not solver.iterate():
+            break
+    np.testing.assert_allclose(solver.x, np.ones(6), atol=1e-8)
+    # A strictly convex quadratic: the minimiser solves A x = c (the gradient-norm stop bounds the error by 1/lambda_min).
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(20, 20))
+    matrix, c = m @ m.T + np.eye(20), rng.normal(size=20)
+    solver = Lbfgs(lambda x: (0.5 * x @ matrix @ x - c @ x, matrix @ x - c), np.zeros(20), memory=5)
+    while np.linalg.norm(solver.g) > 1e-11 and solver.iterate():
+        pass
+    np.testing.assert_allclose(solver.x, np.linalg.solve(matrix, c), atol=1e-10)
+
+
+def test_quadratic_reaches_tight_tolerance() -> None:
+    # Values stop deciding near the optimum; the approximate-Wolfe test lets the line search go on by slopes.
+    result = sparse_ot(_problem(40, 30, Quadratic(0.05), seed=3), tol=1e-11)
+    assert result.success, result.message
+    assert sum(result.x.marginal_error) <= 1e-11
