@@ -52,6 +52,33 @@ def test_saddle_point_matches_cvxpy() -> None:
     assert np.linalg.norm(p - 1 / 20) <= problem.radius * (1 + 1e-9)
 
 
+def test_adaptive_eg_matches_cvxpy_on_a9a_subsample() -> None:
+    # Backtracking EG needs no Lipschitz constant: the analytic bound L_F ~ 16 here would force steps ~ 0.03.
+    problem = dro_logistic("a9a", samples=20, rho=0.5, regularization=1.0)
+    x_ref, value_ref = _cvxpy_solution(problem)
+    result = optkit.solve(problem, "eg", tol=1e-6, max_epochs=3000)
+    assert result.success, result.message
+    assert result.info["step"] > 2.0 / problem.lipschitz
+    x, p = result.x
+    # |x - x*| <= (1 + L_F) * residual / lam <= 2e-5 at tol 1e-6 (lam = 1); Clarabel's x is good to ~1e-5.
+    np.testing.assert_allclose(x, x_ref, atol=1e-4)
+    assert result.fun == pytest.approx(value_ref, abs=1e-6)
+
+
+def test_adaptive_vr_halpern_inexact_matches_cvxpy() -> None:
+    rng = np.random.default_rng(0)
+    problem = DROLogistic(rng.normal(size=(12, 4)), np.sign(rng.normal(size=12)), rho=0.5, regularization=0.5)
+    x_ref, value_ref = _cvxpy_solution(problem)
+    result = optkit.solve(problem, "vr-halpern-inexact", tol=1e-7, max_epochs=20000, seed=0)
+    assert result.success, result.message
+    assert result.info["lipschitz_estimate"] < problem.lipschitz_components
+    x, p = result.x
+    # |x - x*| <= (1 + L_F) * residual / lam <= 2e-6 at tol 1e-7 (lam = 0.5, L_F <= 6.8).
+    np.testing.assert_allclose(x, x_ref, atol=1e-4)
+    assert result.fun == pytest.approx(value_ref, abs=1e-6)
+    assert np.linalg.norm(p - 1 / 12) <= problem.radius * (1 + 1e-9)
+
+
 def test_operator_is_the_mean_of_components_and_bad_input() -> None:
     rng = np.random.default_rng(1)
     problem = DROLogistic(rng.normal(size=(7, 3)), np.sign(rng.normal(size=7)), rho=0.3, regularization=0.1)

@@ -1,7 +1,8 @@
 r"""Extragradient baselines for :math:`0 \in F(u) + G(u)`: EG, anchored EG (EAG) and variance-reduced EG.
 
 * ``"eg"`` -- Korpelevich's extragradient: :math:`\bar u = J_{\eta G}(u - \eta F(u))`,
-  :math:`u^+ = J_{\eta G}(u - \eta F(\bar u))` (two epochs per iteration).
+  :math:`u^+ = J_{\eta G}(u - \eta F(\bar u))` (two epochs per iteration). Without a given step it runs
+  Khobotov's backtracking rule (see :func:`eg`), which needs no Lipschitz constant.
 * ``"eag"`` -- extra-anchored gradient (Yoon and Ryu, ICML 2021), in the constrained form of the paper's code:
   :math:`\bar u = J(\lambda_k u_0 + (1-\lambda_k)u - \eta F(u))`,
   :math:`u^+ = J(\lambda_k u_0 + (1-\lambda_k)u - \eta F(\bar u))`, :math:`\lambda_k = 1/(k+2)`.
@@ -53,6 +54,8 @@ def eg(
     problem: MonotoneInclusion,
     *,
     step: float | None = None,
+    adaptive: bool | None = None,
+    theta: float = 0.9,
     tol: float = 1e-8,
     max_iter: int = 1_000_000,
     max_epochs: float = 1e5,
@@ -71,11 +74,29 @@ def eg(
     problem
         A :class:`~optkit.problems.MonotoneInclusion`.
     step
-        :math:`\eta`; default :math:`0.5/L_F`. Refused above :math:`1/L_F` (beyond it EG diverges on bilinear
+        :math:`\eta` (a fixed step). Refused above :math:`1/L_F` (beyond it EG diverges on bilinear
         problems: its multiplier on a skew eigenvalue :math:`i\sigma` has modulus
-        :math:`\sqrt{1 - \eta^2\sigma^2 + \eta^4\sigma^4} > 1` when :math:`\eta\sigma > 1`).
+        :math:`\sqrt{1 - \eta^2\sigma^2 + \eta^4\sigma^4} > 1` when :math:`\eta\sigma > 1`). With
+        ``adaptive=False`` and no step, :math:`0.5/L_F`.
+    adaptive
+        Khobotov's backtracking rule (Khobotov 1987; Marcotte 1991): the step is nonincreasing and every
+        iteration must pass the local Lipschitz test
+
+        .. math::
+
+            \eta_k\,\|F(u_k) - F(\bar u_k)\| \le \theta\,\|u_k - \bar u_k\|;
+
+        when it fails, :math:`\eta_k \leftarrow \min(\eta_k/2,\ 0.9\,\theta\|u_k - \bar u_k\|/\|F(u_k) -
+        F(\bar u_k)\|)` and :math:`\bar u_k` is recomputed (one more epoch, counted). This gives EG's convergence
+        for monotone Lipschitz :math:`F` without knowing :math:`L_F`; the first step is
+        :math:`\theta/\ell_0` with :math:`\ell_0` the difference quotient between :math:`u_0` and its
+        forward-backward step at :math:`0.5/L_F` (one extra epoch), at least :math:`0.5/L_F`. Default
+        (``None``): on when ``step`` is not given. ``Result.info`` reports the final step and the backtracks.
+    theta
+        :math:`\theta \in (0, 1)` of the test.
     tol, max_iter, max_epochs, check_every, time_limit, init
-        Natural-residual tolerance, budgets (one iteration = two epochs), epochs between checks, seconds, start.
+        Natural-residual tolerance, budgets (one iteration = two epochs, plus one per backtrack), epochs between
+        checks, seconds, start.
     backend, callback, progress, seed
         See :func:`optkit.solve` (deterministic).
 
@@ -89,20 +110,63 @@ def eg(
     tol, max_iter, max_epochs, check_every, time_limit = check_common(tol, max_iter, max_epochs, check_every,
                                                                        time_limit)
     chosen = resolve_backend(backend, eg.solver_info)
+    if adaptive is None:
+        adaptive = step is None
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be a bool or None, got {type(adaptive).__name__}")
+    theta = check_positive("theta", theta)
+    if not theta < 1:
+        raise ValueError(f"theta must be in (0, 1), got {theta!r}")
     L = problem.lipschitz
     eta = check_step("eg", "step", step, 0.5 / L, 1.0 / L, "L_F", L)
     n = problem.n_components
-    s = {"u": start_point(problem, init)}
+    s: dict[str, Any] = {"u": start_point(problem, init), "eta": eta, "Fu": None}
+    info: dict[str, Any] = {"step": eta}
+    extra = 0
+    if adaptive:
+        info["backtracks"] = 0
+        u = s["u"]
+        Fu = problem.operator(u)
+        probe = problem.resolvent(u - eta * Fu, eta)
+        gap = float(np.linalg.norm(u - probe))
+        if gap > 0:
+            slope = float(np.linalg.norm(Fu - problem.operator(probe))) / gap
+            if slope > 0:
+                s["eta"] = max(eta, theta / slope)
+        s["Fu"] = Fu
+        extra = 2 * n  # F(u_0) and the probe; F(u_0) is reused by the first iteration
+        info["step"] = info["initial_step"] = s["eta"]
 
     def iterate() -> int:
         u = s["u"]
-        half = problem.resolvent(u - eta * problem.operator(u), eta)
-        s["u"] = problem.resolvent(u - eta * problem.operator(half), eta)
-        return 2 * n
+        if not adaptive:
+            half = problem.resolvent(u - eta * problem.operator(u), eta)
+            s["u"] = problem.resolvent(u - eta * problem.operator(half), eta)
+            return 2 * n
+        nonlocal extra
+        spent, extra = extra, 0
+        Fu = s["Fu"]
+        if Fu is None:
+            Fu = problem.operator(u)
+            spent += n
+        while True:
+            h = s["eta"]
+            half = problem.resolvent(u - h * Fu, h)
+            F_half = problem.operator(half)
+            spent += n
+            change, gap = float(np.linalg.norm(Fu - F_half)), float(np.linalg.norm(u - half))
+            if h * change <= theta * gap or gap == 0 or not np.isfinite(change):
+                break
+            s["eta"] = min(0.5 * h, 0.9 * theta * gap / change)
+            info["backtracks"] += 1
+            info["step"] = s["eta"]
+        s["u"] = problem.resolvent(u - h * F_half, h)
+        s["Fu"] = None
+        return spent
 
     return run(problem, "eg", iterate, lambda: s["u"], Counter(), tol=tol, max_iter=max_iter,
                max_epochs=max_epochs, check_every=check_every, time_limit=time_limit, callback=callback,
-               progress=progress, backend=chosen, info={"step": eta})
+               progress=progress, backend=chosen, info=info)
 
 
 @register("eag", MonotoneInclusion, backends=("numpy",), example=example_game)

@@ -72,6 +72,8 @@ class _Inner:
         self.q, self.inv_q, self.cumulative = q, 1.0 / q, np.cumsum(q)
         self.cumulative[-1] = 1.0
         self.kernel = None
+        self.estimate: float | None = None
+        self.violation: float | None = None
         if backend == "numba":
             from optkit.kernels import numba_monotone
 
@@ -87,7 +89,14 @@ class _Inner:
 
     def segment(self, v: np.ndarray, w: np.ndarray, w_prev: np.ndarray, Fw: np.ndarray, center: np.ndarray,
                 steps: int) -> None:
-        """``steps`` inner steps with the snapshot ``w`` fixed; updates ``v`` and ``w_prev`` in place."""
+        r"""``steps`` inner steps with the snapshot ``w`` fixed; updates ``v`` and ``w_prev`` in place.
+
+        With ``self.estimate`` set (adaptive constant, NumPy path), the segment also accumulates the sampled
+        mean-square difference quotient :math:`\sum_t\|\Delta_t\|^2 / \sum_t\|v_t - w_{t-1}\|^2` of the
+        corrections :math:`\Delta_t = (F_{\xi_t}(v_t) - F_{\xi_t}(w_{t-1}))/(n q_{\xi_t})`; when it exceeds
+        ``self.estimate**2`` the segment is undone (``v``, ``w_prev`` restored) and ``self.violation`` holds the
+        measured quotient.
+        """
         picks = self.draw(steps)
         self.counter.evals += 2 * steps
         eta, gamma, alpha = self.eta, self.gamma, 1.0 - self.p
@@ -95,13 +104,23 @@ class _Inner:
             self.kernel(v, w, w_prev, Fw, center, eta, gamma, alpha, *self.args, picks, *self.blocks)
             return
         problem, n = self.problem, self.problem.n_components
+        adaptive = self.estimate is not None
+        if adaptive:
+            saved_v, saved_prev = v.copy(), w_prev.copy()
+            num = den = 0.0
         for t, i in enumerate(picks):
             idx = np.array([i])
             correction = (problem.components(v, idx)[0] - problem.components(w_prev, idx)[0]) / (n * self.q[i])
+            if adaptive:
+                num += float(correction @ correction)
+                den += float(np.dot(v - w_prev, v - w_prev))
             direction = eta * (Fw + correction) + (w - center) + (v - w_prev)
             v[:] = problem.resolvent(alpha * v + (1.0 - alpha) * w - gamma * direction, gamma * eta)
             if t == 0:
                 w_prev[:] = w
+        if adaptive and den > 0 and not num <= self.estimate**2 * den:
+            v[:], w_prev[:] = saved_v, saved_prev
+            self.violation = math.sqrt(num / den) if math.isfinite(num) else math.inf
 
 
 def forb_resolvent(inner: _Inner, center: np.ndarray, start: np.ndarray, F_start: np.ndarray, *,
@@ -125,6 +144,8 @@ def forb_resolvent(inner: _Inner, center: np.ndarray, start: np.ndarray, F_start
         length = min(int(inner.rng.geometric(inner.p)), max_steps - done)
         inner.segment(v, w, w_prev, Fw, center, length)
         done += length
+        if inner.violation is not None:
+            return w, w, Fw
         if sigma is None and done >= max_steps:
             return v, w, Fw
         w_prev, w = w, v.copy()
@@ -149,6 +170,7 @@ def vr_halpern_inexact(
     max_inner_epochs: float = 50.0,
     warm_start: bool = True,
     restart: float | None = 0.2,
+    adaptive: bool | None = None,
     tol: float = 1e-8,
     max_iter: int = 1_000_000,
     max_epochs: float = 1e5,
@@ -192,6 +214,20 @@ def vr_halpern_inexact(
         Start each inner solve from the previous snapshot (``False``: from :math:`u_k`, a fresh full pass).
     restart
         Anchor-restart factor :math:`\rho\in(0,1)` on the fixed-point residual, or ``None``.
+    adaptive
+        Replace :math:`L` = ``problem.lipschitz_components`` (often an analytic upper bound far above the local
+        constant) by an estimate :math:`\hat L` that only grows: initially the sampled quotient
+        :math:`\big(\sum_i\|F_i(u_0) - F_i(u_0')\|^2/(n^2 q_i)\big)^{1/2}/\|u_0 - u_0'\|` between
+        :math:`u_0` and its forward-backward step :math:`u_0'` at :math:`0.5/L_F` (two epochs, counted), at most
+        :math:`L`; then :math:`\eta = \sqrt n/\hat L` and :math:`\gamma = \sqrt{p(1-p)}/(1 + \eta\hat L)`.
+        Each VR-FoRB segment (the steps between two snapshot refreshes) checks its sampled corrections
+        :math:`\Delta_t`: if :math:`\sum_t\|\Delta_t\|^2 > \hat L^2\sum_t\|v_t - w_{t-1}\|^2` the segment is
+        undone, :math:`\hat L \leftarrow \min(L, \max(2\hat L, 1.5\,\text{quotient}))` (so :math:`\eta` and
+        :math:`\gamma` only decrease, at most :math:`\log_2(L/\hat L_0)` times, and never below the
+        non-adaptive values) and the Halpern anchor restarts at the current point. A safeguarded heuristic: the
+        paper's analysis assumes the global constant. Default (``None``): on for the NumPy path when neither
+        ``eta`` nor ``inner_step`` is given; the compiled path (linear structure, exact constants) does not
+        support it. ``Result.info["lipschitz_estimate"]`` reports the final :math:`\hat L`.
     tol, max_iter, max_epochs, check_every, time_limit, init
         Natural-residual tolerance, budgets (one iteration = one outer step), epochs between monitoring checks
         (not counted), seconds, start.
@@ -225,24 +261,52 @@ def vr_halpern_inexact(
     sigma = None if inner_tol is None else check_positive("inner_tol", inner_tol)
     if not isinstance(warm_start, bool):
         raise TypeError(f"warm_start must be a bool, got {type(warm_start).__name__}")
+    if adaptive is None:
+        adaptive = eta is None and inner_step is None and chosen == "numpy"
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be a bool or None, got {type(adaptive).__name__}")
+    if adaptive and chosen == "numba":
+        raise ValueError("adaptive=True needs backend='numpy' (the compiled inner sweep uses fixed constants)")
+    if adaptive and (eta is not None or inner_step is not None):
+        raise ValueError("adaptive=True chooses eta and inner_step itself; pass adaptive=False to fix them")
     n = problem.n_components
     Lc, L = problem.lipschitz_components, problem.lipschitz
-    eta_value = math.sqrt(n) / Lc if eta is None else check_positive("eta", eta)
     p = 1.0 / n if n > 1 else 0.5
-    bound = 1.0 / (1.0 + eta_value * L)
-    default_gamma = min(math.sqrt(p * (1.0 - p)) / (1.0 + eta_value * Lc), bound)
-    gamma = check_step("vr-halpern-inexact", "inner_step", inner_step, default_gamma, bound, "(1 + eta L_F)",
-                       1.0 + eta_value * L)
     rng = as_generator(seed)
     counter = Counter()
+    s: dict[str, Any] = {"u": start_point(problem, init), "k": 0, "ref": None, "w": None, "Fw": None,
+                         "unpaid": 0}
+    s["u0"] = s["u"].copy()
+    estimate = Lc
+    if adaptive:
+        u = s["u"]
+        q = problem.sampling if problem.sampling is not None else np.full(n, 1.0 / n)
+        rows = problem.components(u, np.arange(n))
+        Fu = rows.mean(axis=0)
+        probe = problem.resolvent(u - (0.5 / L) * Fu, 0.5 / L)
+        gap = float(np.linalg.norm(u - probe))
+        if gap > 0:
+            diff = problem.components(probe, np.arange(n)) - rows
+            quotient = math.sqrt(float(np.sum(np.sum(diff**2, axis=1) / q)) / n**2) / gap
+            if math.isfinite(quotient) and quotient > 0:
+                estimate = min(Lc, quotient)
+        s["w"], s["Fw"], s["unpaid"] = u.copy(), Fu, 2 * n
+    eta_value = math.sqrt(n) / estimate if eta is None else check_positive("eta", eta)
+    bound = 1.0 / (1.0 + eta_value * (estimate if adaptive else L))
+    default_gamma = min(math.sqrt(p * (1.0 - p)) / (1.0 + eta_value * estimate), bound)
+    gamma = check_step("vr-halpern-inexact", "inner_step", inner_step, default_gamma, bound, "(1 + eta L_F)",
+                       1.0 + eta_value * L)
     inner = _Inner(problem, eta_value, gamma, p, rng, counter, chosen)
     info: dict[str, Any] = {"eta": eta_value, "inner_step": gamma, "restarts": 0, "outer_steps": 0}
-    s: dict[str, Any] = {"u": start_point(problem, init), "k": 0, "ref": None, "w": None, "Fw": None}
-    s["u0"] = s["u"].copy()
+    if adaptive:
+        inner.estimate = estimate
+        info.update(lipschitz_estimate=estimate, initial_lipschitz_estimate=estimate, estimate_increases=0)
 
     def iterate() -> int:
         k, u = s["k"], s["u"]
         before = counter.evals
+        counter.evals += s["unpaid"]
+        s["unpaid"] = 0
         if warm_start and s["w"] is not None:
             start, F_start = s["w"], s["Fw"]
         else:
@@ -255,6 +319,21 @@ def vr_halpern_inexact(
             cap = max(1, int(max_inner_epochs * n / 2))
             approx, w, Fw = forb_resolvent(inner, u, start, F_start, sigma=sigma / (k + 1), max_steps=cap)
         s["w"], s["Fw"] = w, Fw
+        if inner.violation is not None:
+            grown = min(Lc, max(2.0 * inner.estimate, 1.5 * inner.violation))
+            inner.violation = None
+            if grown <= inner.estimate:
+                inner.estimate = None  # at the analytic constant already: keep it, stop testing
+            else:
+                inner.estimate = grown
+                inner.eta = math.sqrt(n) / grown
+                inner.gamma = min(math.sqrt(p * (1.0 - p)), 1.0) / (1.0 + inner.eta * grown)
+                info.update(lipschitz_estimate=grown, eta=inner.eta, inner_step=inner.gamma)
+                info["estimate_increases"] += 1
+            s["u0"], s["k"], s["ref"] = u.copy(), 0, None
+            spent = counter.evals - before
+            counter.evals = before
+            return spent
         gap = float(np.linalg.norm(u - approx))
         info["outer_steps"] += 1
         if restart is not None and s["ref"] is not None and gap <= restart * s["ref"]:

@@ -171,3 +171,24 @@ def test_importance_sampled_centered_correction_is_unbiased() -> None:
     u = rng.random(game.dim)
     np.testing.assert_allclose(game.components(u, np.arange(game.n_components)).mean(axis=0), game.operator(u),
                                atol=1e-12)
+
+
+def test_adaptive_eg_backtracks_and_matches_linprog() -> None:
+    # Khobotov's rule: start far above 1/L_F on a game whose constant is known; the test must cut the step.
+    game = policeman_burglar(12)
+    result = optkit.solve(game, "eg", tol=1e-9, max_epochs=2e4)
+    assert result.success, result.message
+    assert result.info["step"] <= result.info["initial_step"]
+    reference = lp_equilibrium(game.A)
+    x, y = result.x
+    assert game.game_value(x, y) == pytest.approx(reference, abs=1e-6)
+    fixed = optkit.solve(game, "eg", adaptive=False, max_epochs=4)
+    assert fixed.info["step"] == pytest.approx(0.5 / game.lipschitz)
+    with pytest.raises(ValueError, match="theta"):
+        optkit.solve(game, "eg", theta=1.5)
+
+
+def test_inexact_adaptive_option_checks() -> None:
+    game = policeman_burglar(12)
+    with pytest.raises(ValueError, match="adaptive"):
+        optkit.solve(game, "vr-halpern-inexact", adaptive=True, eta=0.1, backend="numpy")
