@@ -14,8 +14,8 @@ import statistics
 import time
 
 import numpy as np
-
 from _common import machine, markdown_table, write_json
+
 from optkit.problems.library.cutest import paper_set
 from optkit.solvers.nlp.baselines import slsqp, trust_constr
 from optkit.solvers.nlp.sketch_newton import sketch_newton

@@ -20,9 +20,9 @@ _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "OPTKIT_DATA" not in os.environ and _SHARED.is_dir():
     os.environ["OPTKIT_DATA"] = str(_SHARED)
 
-from optkit.problems.library.logreg import constrained_logistic_regression  # noqa: E402
-from optkit.solvers.nlp.baselines import trust_constr  # noqa: E402
-from optkit.solvers.nlp.sketch_newton import sketch_newton  # noqa: E402
+from optkit.problems.library.logreg import constrained_logistic_regression
+from optkit.solvers.nlp.baselines import trust_constr
+from optkit.solvers.nlp.sketch_newton import sketch_newton
 
 TOL = 1e-6
 

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 import scipy.linalg
-
 from _common import machine, markdown_table, write_json
+
 from optkit.problems.library.pde import pde_control
 from optkit.solvers.nlp.sketch_newton import sketch_newton
 from optkit.solvers.nlp.sketching import kkt_matrix

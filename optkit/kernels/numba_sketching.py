@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["kaczmarz_dense", "kaczmarz_csr", "gaussian_vector_dense"]
+__all__ = ["gaussian_vector_dense", "kaczmarz_csr", "kaczmarz_dense"]
 
 
 @njit(cache=True)
@@ -74,7 +74,7 @@ def kaczmarz_csr(indptr, indices, data, row_norms_sq, rows, z, r, target_sq):  #
 
 @njit(cache=True, fastmath=True)
 def gaussian_vector_dense(K, K2, sketches, z, r, target_sq):  # pragma: no cover - compiled
-    """Gaussian vector sketches :math:`s`: :math:`z \leftarrow z - \frac{s^\top r}{\|Ks\|^2} Ks`,
+    r"""Gaussian vector sketches :math:`s`: :math:`z \leftarrow z - \frac{s^\top r}{\|Ks\|^2} Ks`,
     :math:`r \leftarrow r - \frac{s^\top r}{\|Ks\|^2} K^2 s`, with ``K2 = K @ K`` so that :math:`Ks`,
     :math:`K^2 s` and :math:`\|Ks\|^2 = s^\top K^2 s` come from one fused pass over the rows.
     Returns the iterations done."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cvxpy as cp
 import numpy as np
 import pytest
-import scipy.sparse as sparse
+from scipy import sparse
 
 import optkit
 from optkit.problems.library.pde import laplacian_2d, pde_control, pde_target

@@ -35,7 +35,7 @@ import numpy as np
 from optkit.problems.functions import Function, _x64_context
 from optkit.problems.nlp import NonlinearProgram
 
-__all__ = ["load", "paper_set", "PAPER_PROBLEMS", "CUTEstEntry", "source_of"]
+__all__ = ["PAPER_PROBLEMS", "CUTEstEntry", "load", "paper_set", "source_of"]
 
 #: The paper's 47 problems: (name, reference optimal value f*). NE problems have f* = 0.
 PAPER_PROBLEMS: tuple[tuple[str, float], ...] = (

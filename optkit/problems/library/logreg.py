@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sparse
+from scipy import sparse
 from scipy.special import expit
 
 from optkit._arrays import as_generator

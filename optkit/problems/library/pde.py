@@ -25,12 +25,12 @@ Variables are ordered :math:`x = (w, z)` with :math:`w_{ij}` at position :math:`
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sparse
+from scipy import sparse
 
 from optkit.problems.functions import Function
 from optkit.problems.nlp import NonlinearProgram
 
-__all__ = ["laplacian_2d", "pde_target", "pde_control"]
+__all__ = ["laplacian_2d", "pde_control", "pde_target"]
 
 CONTROL_WEIGHT = 0.1
 

@@ -7,10 +7,16 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse as sparse
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, aslinearoperator, eigsh, svds
+from scipy import sparse
+from scipy.sparse.linalg import (
+    ArpackNoConvergence,
+    LinearOperator,
+    aslinearoperator,
+    eigsh,
+    svds,
+)
 
-__all__ = ["single_threaded_blas", "singular_extremes", "symmetric_eigenvalues", "is_dense", "to_dense", "spectral_norm", "smallest_singular_value", "reduced_hessian_min", "symmetric_min"]
+__all__ = ["is_dense", "reduced_hessian_min", "single_threaded_blas", "singular_extremes", "smallest_singular_value", "spectral_norm", "symmetric_eigenvalues", "symmetric_min", "to_dense"]
 
 #: Above this many rows we stop forming dense factorizations for spectral estimates.
 DENSE_LIMIT = 2000
@@ -85,7 +91,7 @@ def reduced_hessian_min(H: Any, G: Any) -> float:
 
 
 def singular_extremes(G: Any) -> tuple[float, float]:
-    """:math:`(\sigma_{\max}(G), \sigma_{\min}(G))` for a wide (m <= n) Jacobian, from one SVD when small."""
+    r""":math:`(\sigma_{\max}(G), \sigma_{\min}(G))` for a wide (m <= n) Jacobian, from one SVD when small."""
     if is_dense(G) or _small(G):
         values = np.linalg.svd(to_dense(G), compute_uv=False)
         if values.size == 0:

@@ -23,7 +23,7 @@ from optkit.solvers.nlp._linalg import to_dense
 from optkit.solvers.registry import register
 from optkit.solvers.result import History, Result, Status
 
-__all__ = ["slsqp", "trust_constr", "least_squares_multipliers"]
+__all__ = ["least_squares_multipliers", "slsqp", "trust_constr"]
 
 
 def _example() -> NonlinearProgram:

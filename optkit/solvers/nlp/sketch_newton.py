@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse as sparse
 import scipy.sparse.linalg as spla
+from scipy import sparse
 from scipy.sparse.linalg import LinearOperator
 
 from optkit.problems.nlp import NonlinearProgram

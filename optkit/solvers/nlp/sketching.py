@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sparse
+from scipy import sparse
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from optkit._arrays import as_generator
 
-__all__ = ["SKETCHES", "SketchSolver", "SketchResult", "kkt_matrix", "sketch_solve"]
+__all__ = ["SKETCHES", "SketchResult", "SketchSolver", "kkt_matrix", "sketch_solve"]
 
 SKETCHES = ("kaczmarz", "gaussian", "rows", "count")
 SAMPLINGS = ("uniform", "row-norm")

@@ -15,7 +15,7 @@ def test_hs7(method):
     result = optkit.solve(_example(), method, tol=1e-6)
     assert result.success, result.message
     assert result.fun == pytest.approx(-np.sqrt(3.0), abs=1e-6)  # Hock-Schittkowski 1981, problem 7
-    x, lam = result.x
+    _, lam = result.x
     # independent check: the optimal multiplier of HS7 solves grad f + lam grad c = 0 at (0, sqrt 3)
     np.testing.assert_allclose(lam, least_squares_multipliers(_example(), np.array([0.0, np.sqrt(3.0)])),
                                atol=1e-5)

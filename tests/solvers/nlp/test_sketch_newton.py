@@ -17,7 +17,7 @@ def _kkt_independent(problem, x, lam):
     h = 1e-6
     n = x.size
     E = np.eye(n)
-    L = lambda y: problem.objective(y) + lam @ problem.constraints(y)  # noqa: E731
+    L = lambda y: problem.objective(y) + lam @ problem.constraints(y)
     g = np.array([(L(x + h * e) - L(x - h * e)) / (2 * h) for e in E])
     return np.linalg.norm(np.concatenate([g, problem.constraints(x)]))
 

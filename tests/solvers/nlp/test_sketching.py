@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sparse
+from scipy import sparse
 from scipy.sparse.linalg import aslinearoperator
 
 from optkit.solvers.nlp.sketching import SketchSolver, kkt_matrix, sketch_solve
