@@ -107,7 +107,7 @@ def _semi_dual_beta(problem: TransportProblem, plan: np.ndarray, alpha: np.ndarr
     return beta
 
 
-@register("sparse-ot", TransportProblem, backends=("numpy", "numba"), default=True, accepts=_smooth_only,
+@register("sparse-ot", TransportProblem, backends=("numpy", "numba", "jax"), default=True, accepts=_smooth_only,
           example=_example)
 def sparse_ot(
     problem: TransportProblem,
@@ -193,15 +193,25 @@ def sparse_ot(
         # Below this size one NumPy oracle call costs tens of microseconds, less than a process's first Numba
         # dispatch (about 0.5 s of runtime initialisation) can ever repay.
         chosen = "numpy"
-    if problem.is_jax:
-        raise ValueError("method 'sparse-ot' runs on NumPy arrays; this problem holds JAX arrays")
-    kernels = _oracles(chosen)
+    if problem.is_jax and chosen != "jax":
+        raise ValueError(f"backend {chosen!r} needs NumPy arrays; this problem holds JAX arrays (use backend='jax')")
     cost = np.ascontiguousarray(problem.cost, dtype=np.float64)
     a = np.asarray(problem.a, dtype=np.float64)
     b = np.asarray(problem.b, dtype=np.float64)
     n, m = cost.shape
     dual = formulation == "dual"
     x0 = _initial(init, n, m, dual)
+    if chosen == "jax":
+        from optkit.solvers.transport._sparse_jax import solve_jax
+
+        best: dict[str, Any] = {}
+        outcome, evaluations = solve_jax(
+            cost, a, b, gamma, k, x0, formulation=formulation, tol=tol, max_iter=max_iter, memory=memory,
+            time_limit=time_limit, callback=callback, progress=progress, best=best,
+            current=lambda: _solution(problem, best, n, dual))
+        return _result(problem, best, outcome, n, dual, chosen, formulation,
+                       {"iterations": outcome.nit, "oracle_calls": evaluations, "restarts": 0})
+    kernels = _oracles(chosen)
 
     cache: dict[str, Any] = {}
 
@@ -271,7 +281,14 @@ def sparse_ot(
         initial={"marginal_error": best["error"]},
         stopping_rule=f"L1 marginal error <= {tol:g}",
     )
-    solution = current()
+    counts = {"iterations": outcome.nit, "oracle_calls": lbfgs.evaluations, "restarts": runs["restarts"]}
+    return _result(problem, best, outcome, n, dual, chosen, formulation, counts)
+
+
+def _result(problem: TransportProblem, best: dict[str, Any], outcome: Any, n: int, dual: bool, backend: str,
+            formulation: str, counts: dict[str, float]) -> Result:
+    k, gamma = sparsity_k(problem)
+    solution = _solution(problem, best, n, dual)
     plan = solution.plan
     return Result(
         x=solution,
@@ -279,12 +296,12 @@ def sparse_ot(
         status=outcome.status,
         message=outcome.message,
         nit=outcome.nit,
-        counts={"iterations": outcome.nit, "oracle_calls": lbfgs.evaluations, "restarts": runs["restarts"]},
+        counts=counts,
         residuals={"marginal_error": best["error"]},
         history=outcome.history,
         wall_time=outcome.wall_time,
         method="sparse-ot",
-        backend=chosen,
+        backend=backend,
         info={
             "formulation": formulation,
             "k": k,
