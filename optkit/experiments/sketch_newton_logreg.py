@@ -22,7 +22,10 @@ TOL = 1e-6
 
 
 def instances(quick: bool) -> list[Instance]:
-    from optkit.problems.library.logreg import PAPER_DATASETS, constrained_logistic_regression
+    from optkit.problems.library.logreg import (
+        PAPER_DATASETS,
+        constrained_logistic_regression,
+    )
 
     names = ("sonar_scale", "ionosphere_scale") if quick else PAPER_DATASETS
     out = []
