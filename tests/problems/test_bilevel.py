@@ -152,3 +152,26 @@ def test_benchopt_quadratic_recipe() -> None:
     np.testing.assert_allclose(toy.hypergradient(toy.x_star), 0.0, atol=1e-10)
     x = np.random.default_rng(0).normal(size=n)
     np.testing.assert_allclose(aid_hypergradient(problem, x), toy.hypergradient(x), atol=1e-8)
+
+
+def test_lower_quadratic_declaration_is_checked() -> None:
+    import jax.numpy as jnp
+
+    def lower(x, y):
+        return 0.5 * jnp.sum(jnp.exp(x) * y**2) - jnp.sum(x * y)
+
+    good = BilevelProblem(lambda x, y: jnp.sum(y**2), lower, x0=[0.2, -0.1], y0=[1.0, 2.0],
+                          lower_quadratic=lambda x: (np.exp(x), -x))
+    assert good.has_lower_quadratic
+    Q, q = good.lower_quadratic_at(np.array([0.2, -0.1]))
+    np.testing.assert_allclose(Q, np.exp([0.2, -0.1]))
+    with pytest.raises(ValueError, match="does not match the lower objective"):
+        BilevelProblem(lambda x, y: jnp.sum(y**2), lower, x0=[0.2, -0.1], y0=[1.0, 2.0],
+                       lower_quadratic=lambda x: (np.ones(2), -x))
+    with pytest.raises(ValueError, match="shape"):
+        BilevelProblem(lambda x, y: jnp.sum(y**2), lower, x0=[0.2, -0.1], y0=[1.0, 2.0],
+                       lower_quadratic=lambda x: (np.ones(3), x))
+    with pytest.raises(TypeError, match="lower_quadratic"):
+        BilevelProblem(lambda x, y: jnp.sum(y**2), lower, x0=[0.2, -0.1], y0=[1.0, 2.0], lower_quadratic=3)
+    with pytest.raises(ValueError, match="declares no lower_quadratic"):
+        BilevelProblem(lambda x, y: jnp.sum(y**2), lower, x0=[0.2], y0=[1.0]).lower_quadratic_at(np.zeros(1))

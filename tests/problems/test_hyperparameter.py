@@ -57,3 +57,24 @@ def test_svm_problem_is_feasible_at_the_start(name: str, variant: str) -> None:
     assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gy))
     with pytest.raises(ValueError, match="variant"):
         svm_hyperparameter(name, variant="other")
+
+
+@pytest.mark.parametrize("variant", ["gam", "coupled"])
+def test_svm_reference_lower_solve_is_a_qp_matching_slsqp(variant: str) -> None:
+    """The declared-quadratic reference solve (CVXPY/Clarabel) against SciPy's SLSQP on a small split; both stop
+    at ~1e-10 (Clarabel gaps) / 1e-12 (SLSQP ftol) on objectives of size ~1, so values agree to 1e-6."""
+    from scipy.optimize import minimize
+
+    from optkit.solvers.bilevel._common import lower_minimum
+
+    h = _data_or_skip(svm_hyperparameter, "diabetes", variant=variant, n_train=40, n_val=20)
+    p = h.problem
+    x = p.x0 + np.random.default_rng(0).uniform(-0.5, 0.5, p.dims[0])
+    value, y = lower_minimum(p, x, p.y0)
+    assert p.lower_constraints.violation(x, y) <= 1e-7
+    A_x, A_y, b = p.lower_constraints.affine("inequality")
+    ref = minimize(lambda v: (p.lower.value(x, v), p.lower.grad(x, v)[1]), p.y0, jac=True, method="SLSQP",
+                   constraints=[{"type": "ineq", "fun": lambda v: b - A_x @ x - A_y @ v, "jac": lambda v: -A_y}],
+                   options={"maxiter": 2000, "ftol": 1e-12})
+    assert ref.success, ref.message
+    assert value == pytest.approx(ref.fun, rel=1e-6, abs=1e-8)

@@ -178,8 +178,18 @@ def svm_hyperparameter(name: str = "diabetes", *, variant: str = "gam", n_train:
         rhs = np.concatenate([rhs, np.zeros(N), np.zeros(N)])
     cons = LowerConstraints(inequality=(A_x, A_y, rhs))
     y0 = np.concatenate([np.zeros(d + 1), np.ones(N)])
+    head = np.concatenate([np.ones(d), [0.0]])  # the quadratic weights of (w, b)
+    linear = np.zeros(d + 1 + N)
+    if variant == "gam":
+        def quadratic(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return np.concatenate([head, np.exp(c)]), linear
+    else:
+        weights = np.concatenate([head, np.ones(N)])
+
+        def quadratic(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return weights, linear
     problem = BilevelProblem(upper, lower, x0=np.full(N, float(start)), y0=y0, lower_constraints=cons,
-                             name=f"svm-{variant}-{name}")
+                             lower_quadratic=quadratic, name=f"svm-{variant}-{name}")
     return HyperparameterProblem(problem, (Ztr, ltr), (Zva, lva), (Z[te], labels[te]),
                                  note=f"linear SVM hyperparameters ({variant})")
 
