@@ -171,6 +171,7 @@ class SketchSolver:
         self.r = self._apply(self.z) - b
         self._row_norms: np.ndarray | None = None
         self._K2: np.ndarray | None = None
+        self._dense_K: np.ndarray | None = None
         self._probabilities: np.ndarray | None = None
         self._row_flops: np.ndarray | None = None
 
@@ -268,15 +269,17 @@ class SketchSolver:
                 self.r = self._apply(self.z) - self.b  # drop the incremental drift
                 return done
             return self._generic(count, target_sq, rows=rows)
-        if (self.sketch == "gaussian" and self.block_size == 1 and self.backend == "numba" and self.kind == "dense"
-                and N <= DENSE_SQUARE_LIMIT):
+        if (self.sketch == "gaussian" and self.block_size == 1 and self.backend == "numba"
+                and self.kind in ("dense", "sparse") and N <= DENSE_SQUARE_LIMIT):
             from optkit.kernels.numba_sketching import gaussian_vector_dense
 
             if self._K2 is None:
-                self._K2 = np.ascontiguousarray(self.K @ self.K)
+                # a Gaussian sketch touches every entry of K anyway: small sparse systems run on the dense kernel
+                self._dense_K = self.K if self.kind == "dense" else np.ascontiguousarray(self.K.toarray())
+                self._K2 = np.ascontiguousarray(self._dense_K @ self._dense_K)
                 self.flops += 2.0 * N**3
             sketches = self.rng.standard_normal((count, N))
-            done = int(gaussian_vector_dense(self.K, self._K2, sketches, self.z, self.r, target_sq))
+            done = int(gaussian_vector_dense(self._dense_K, self._K2, sketches, self.z, self.r, target_sq))
             self.flops += (4.0 * N * N + 7.0 * N) * done
             return done
         return self._generic(count, target_sq)
