@@ -49,7 +49,7 @@ from optkit.solvers.result import Result
 __all__ = ["eag", "eg", "vr_eg"]
 
 
-@register("eg", MonotoneInclusion, backends=("numpy",), example=example_quadratic)
+@register("eg", MonotoneInclusion, backends=("numpy",), default=True, example=example_quadratic)
 def eg(
     problem: MonotoneInclusion,
     *,
