@@ -88,7 +88,7 @@ class Lbfgs:
         found = self._line_search(d, slope)
         if found is None:
             return False
-        t, x_new, f_new, g_new = found
+        _, x_new, f_new, g_new = found
         s, y = x_new - self.x, g_new - self.g
         sy = float(s @ y)
         if sy > 1e-12 * float(y @ y) and sy > 0.0:

@@ -17,7 +17,7 @@ from optkit.problems.functions import _x64_context
 from optkit.solvers.loop import Step, drive
 from optkit.solvers.result import Status
 
-__all__ = ["solve_jax", "CHUNK"]
+__all__ = ["CHUNK", "solve_jax"]
 
 CHUNK = 25  # iterations per compiled call: a callback sees the iterate at least this often
 

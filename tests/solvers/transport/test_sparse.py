@@ -7,7 +7,12 @@ import pytest
 
 import optkit
 from optkit.kernels import numba_sparse_ot, numpy_sparse_ot
-from optkit.problems.transport import Entropic, Quadratic, SparsityConstrained, TransportProblem
+from optkit.problems.transport import (
+    Entropic,
+    Quadratic,
+    SparsityConstrained,
+    TransportProblem,
+)
 from optkit.solvers.transport.sparse import dense_plan, sparse_ot
 
 ot = pytest.importorskip("ot")
