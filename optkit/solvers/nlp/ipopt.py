@@ -170,7 +170,7 @@ def ipopt(
         nlp = handle.get("nlp")
         try:
             iterate = nlp.get_current_iterate() if nlp is not None else None
-        except Exception:  # IPOPT < 3.14 has no GetCurrentIterate
+        except (RuntimeError, AttributeError, NotImplementedError):  # IPOPT < 3.14 has no GetCurrentIterate
             iterate = None
         if iterate is not None and iterate.get("x") is not None:
             return np.array(iterate["x"], dtype=np.float64)
@@ -219,9 +219,7 @@ def ipopt(
     residuals, lam = _residuals(prob, x)
     wall = time.perf_counter() - start
     nit = int(state["nit"])
-    if record_history and (history.n_records == 0 or history["nit"][-1] != nit):
-        history.append({"nit": nit, "time": wall, **residuals})
-    elif not record_history:
+    if not record_history or history.n_records == 0 or history["nit"][-1] != nit:
         history.append({"nit": nit, "time": wall, **residuals})
     code = int(info["status"])
     if not all(np.isfinite(v) for v in residuals.values()):
