@@ -46,6 +46,11 @@ def _vector(value: Any, argument: str) -> np.ndarray:
     return array
 
 
+def _is_vector(value: Any, size: int) -> bool:
+    """Whether ``value`` is already a float64 NumPy vector of ``size`` entries."""
+    return type(value) is np.ndarray and value.dtype == np.float64 and value.shape == (size,)
+
+
 class FiniteSum:
     r"""A finite-sum objective :math:`\phi(x, y) = \frac1N \sum_{i=1}^N \phi_i(x, y)` with minibatch oracles.
 
@@ -191,6 +196,8 @@ class _Objective:
         if self.kind == "function":
             return self.grad(x, y)
         gx, gy = self._batch_grad(x, y, idx)
+        if _is_vector(gx, self.n) and _is_vector(gy, self.m):  # fast path: no conversion (per-iteration cost)
+            return gx, gy
         return np.asarray(gx, dtype=np.float64).reshape(self.n), np.asarray(gy, dtype=np.float64).reshape(self.m)
 
     def hvp(self, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

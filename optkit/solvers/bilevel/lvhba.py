@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from optkit.problems.bilevel import BilevelProblem
+from optkit.problems.sets import Reals
 from optkit.solvers.bilevel._common import Oracles, finish, probe_lipschitz, schedule
 from optkit.solvers.bilevel._projection import coupled_projection
 from optkit.solvers.loop import Step, check_positive, check_positive_int, drive
@@ -163,9 +164,12 @@ def lv_hba(
             return np.zeros(0)
         return np.concatenate([cons.value("inequality", xv, t), cons.value("equality", xv, t)])
 
+    zero_x, zero_y = np.zeros(n), np.zeros(m)
+    zero_x.flags.writeable = zero_y.flags.writeable = False
+
     def c_vjp(xv: np.ndarray, t: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if cons is None:
-            return np.zeros(n), np.zeros(m)
+            return zero_x, zero_y
         ax, ay = cons.vjp("inequality", xv, t, lam[:p_ineq])
         bx, by = cons.vjp("equality", xv, t, lam[p_ineq:])
         return ax + bx, ay + by
@@ -197,6 +201,8 @@ def lv_hba(
         0.1 * eta_value if p_ineq + p_eq > 0 else math.inf)
     beta_value = beta if beta is not None else eta_value
     chunk = 50
+    has_multipliers = p_ineq + p_eq > 0
+    project_y = problem.y_set.project if type(problem.y_set) is not Reals else (lambda v: v)
     state: dict[str, Any] = {
         "x": x, "y": y, "theta": theta, "lam": np.zeros(p_ineq + p_eq), "z": np.zeros(p_ineq + p_eq), "k": 0,
         "c": c0,
@@ -219,22 +225,32 @@ def lv_hba(
         xk, yk, th, lam, zk = state["x"], state["y"], state["theta"], state["lam"], state["z"]
         # (8): one primal-dual step on the proximal Lagrangian
         fx_t, fy_t = oracles.lower_grad(xk, th)
-        cx_t, cy_t = c_vjp(xk, th, lam)
-        th_new = problem.y_set.project(th - eta_value * (fy_t + cy_t + (th - yk) / gamma1))
-        lam_new = np.clip(lam + eta_value * (c_values(xk, th) - (lam - zk) / gamma2), lam_low, lam_high)
+        if has_multipliers:
+            _, cy_t = c_vjp(xk, th, lam)
+            th_new = project_y(th - eta_value * (fy_t + cy_t + (th - yk) / gamma1))
+            lam_new = np.minimum(np.maximum(lam + eta_value * (c_values(xk, th) - (lam - zk) / gamma2), lam_low),
+                                 lam_high)
+        else:  # no coupled constraints: the multiplier block is empty (skip its small-array overhead)
+            th_new = project_y(th - eta_value * (fy_t + (th - yk) / gamma1))
+            lam_new = lam
         # (9): projected step on (x, y) along the gradient of phi_k
         Fx, Fy = oracles.upper_grad(xk, yk)
         fx, fy = oracles.lower_grad(xk, yk)
         fx_n, _ = oracles.lower_grad(xk, th_new)
-        cx_n, _ = c_vjp(xk, th_new, lam_new)
-        dx = Fx / ck + fx - fx_n - cx_n
+        dx = Fx / ck + fx - fx_n
+        if has_multipliers:
+            dx -= c_vjp(xk, th_new, lam_new)[0]
         dy = Fy / ck + fy - (yk - th_new) / gamma1
         u = np.concatenate([xk, yk])
         u_new = project_c(u - alpha_value * np.concatenate([dx, dy]))
         oracles.counts["projections"] += 1
         # (10): the multiplier centre
-        z_new = np.clip(zk + beta_value * (lam_new - zk) / gamma2, lam_low, lam_high)
-        total = float(u_new.sum()) + float(th_new.sum()) + float(lam_new.sum()) + float(z_new.sum())
+        if has_multipliers:
+            z_new = np.minimum(np.maximum(zk + beta_value * (lam_new - zk) / gamma2, lam_low), lam_high)
+            total = float(u_new.sum()) + float(th_new.sum()) + float(lam_new.sum()) + float(z_new.sum())
+        else:
+            z_new = zk
+            total = float(u_new.sum()) + float(th_new.sum())
         if not math.isfinite(total) or abs(total) > 1e150:
             return Step(1, {"stationarity": math.nan, "lower_residual": math.nan}, status=Status.NUMERICAL_ERROR,
                         message="lv-hba: a non-finite iterate appeared; the last finite iterate is returned. Try "
