@@ -15,7 +15,8 @@ used by LV-HBA (its :math:`\mathrm{Proj}_C`, Yao et al. 2024, eq. (9)) and V-PBG
   :class:`~optkit.problems.bilevel_sets.HalfSpacesBox` (exact, closed form);
 * upper set only, :math:`X, Y` whole spaces: the upper set's own projection;
 
-otherwise Dykstra's alternating projections over the pieces (``"dykstra"``). ``how="cvxpy"`` always solves the
+otherwise Dykstra's alternating projections over the pieces (``"dykstra"``), or, with more than 20 coupled rows
+and box sets, the CVXPY QP (Dykstra's cycles over hundreds of overlapping half-spaces take minutes). ``how="cvxpy"`` always solves the
 projection QP with CVXPY (the reference the closed forms are tested against, and the only route for an upper set
 given as a :class:`~optkit.problems.bilevel_sets.CvxpySet`); ``how`` may also be a callable ``project(u) -> u``.
 """
@@ -33,6 +34,8 @@ from optkit.problems.sets import Affine, Box, Product, Reals
 from optkit.solvers.bilevel._common import _dykstra
 
 Projection = Callable[[np.ndarray], np.ndarray]
+#: above this many coupled constraint rows without a closed form, ``"auto"`` solves the projection QP by CVXPY
+_DYKSTRA_MAX_ROWS = 20
 
 
 def _stacked(problem: BilevelProblem) -> tuple[Any, Any]:
@@ -81,6 +84,11 @@ def coupled_projection(problem: BilevelProblem, how: Any = "auto") -> tuple[Proj
                 pass  # overlapping supports: fall through to Dykstra
         if ineq is None and eq is None and free and upper is not None:
             return problem.project_upper, "upper set"
+        n_rows = (0 if ineq is None else ineq[1].size) + (0 if eq is None else eq[1].size)
+        if n_rows > _DYKSTRA_MAX_ROWS and boxes and (upper is None or isinstance(upper, (Box, Affine))):
+            # Dykstra cycles over one piece per row: with hundreds of overlapping half-spaces (the SVM margin
+            # rows) it needs minutes per projection; one QP takes ~10 ms
+            return _cvxpy(problem, ineq, eq), f"cvxpy ({n_rows} coupled rows: too many for Dykstra)"
     pieces: list[Projection] = []
     if not free:
         pieces.append(base.project)
