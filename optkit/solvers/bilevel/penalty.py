@@ -44,7 +44,9 @@ def _example() -> BilevelProblem:
     return t1().problem
 
 
-@register("penalty", BilevelProblem, backends=("numpy",), stochastic=True, accepts=_accepts, example=_example)
+@register(
+    "penalty", BilevelProblem, backends=("numpy",), default=True, stochastic=True, accepts=_accepts, example=_example
+)
 def penalty(
     problem: BilevelProblem,
     *,
