@@ -28,6 +28,13 @@ class Status(enum.IntEnum):
     NUMERICAL_ERROR = 6
     CALLBACK_STOP = 7
 
+    def __str__(self) -> str:
+        # IntEnum prints as a bare integer on Python >= 3.11; users should read the name.
+        return f"Status.{self.name}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
     @property
     def advice(self) -> str:
         """A sentence that says what to do about this outcome."""
