@@ -188,7 +188,7 @@ def data_cleaning(source: str = "auto", *, n_train: int = 4000, n_val: int = 200
     tr, va, te = slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, total)
     clean = y_all[tr].copy()
     corrupted = np.zeros(n_train, dtype=bool)
-    corrupted[rng.choice(n_train, size=int(round(corruption * n_train)), replace=False)] = True
+    corrupted[rng.choice(n_train, size=round(corruption * n_train), replace=False)] = True
     noisy = clean.copy()
     noisy[corrupted] = (clean[corrupted] + rng.integers(1, n_classes, size=int(corrupted.sum()))) % n_classes
     train = (features[tr], noisy)
