@@ -11,12 +11,14 @@ they save at that size.
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 import numpy as np
 
 from optkit.kernels.numpy_sns import LOG_CUTOFF
 
-__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "threshold_csr"]
+__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "threshold_csr", "top_threshold"]
 
 _FAST = {"reassoc", "contract"}  # lets LLVM vectorise the sums; no finite-math assumption
 
@@ -131,3 +133,52 @@ def schur_complement(
     out = np.empty((d2.size, d2.size))
     _schur_complement(indptr, indices, data, d1, d2, out)
     return out
+
+
+@nb.njit(cache=True)
+def _exponent_histogram(kernel, u, v):  # pragma: no cover - compiled
+    # counts[k]: entries of P with binary exponent k - 1100 (math.frexp: x = mantissa * 2**e, 0.5 <= mantissa < 1)
+    n, m = kernel.shape
+    counts = np.zeros(2200, dtype=np.int64)
+    for i in range(n):
+        ui = u[i]
+        for j in range(m):
+            x = ui * kernel[i, j] * v[j]
+            if x > 0.0:
+                counts[math.frexp(x)[1] + 1100] += 1
+    return counts
+
+
+@nb.njit(cache=True)
+def _entries_in_bin(kernel, u, v, exponent, size):  # pragma: no cover - compiled
+    n, m = kernel.shape
+    out = np.empty(size)
+    p = 0
+    for i in range(n):
+        ui = u[i]
+        for j in range(m):
+            x = ui * kernel[i, j] * v[j]
+            if x > 0.0 and math.frexp(x)[1] == exponent:
+                out[p] = x
+                p += 1
+    return out[:p]
+
+
+def top_threshold(kernel: np.ndarray, u: np.ndarray, v: np.ndarray, keep: int) -> float:
+    """The ``keep``-th largest entry of :math:`P = \\operatorname{diag}(u) K \\operatorname{diag}(v)` (0 when P
+    has at most ``keep`` positive entries).
+
+    Two passes instead of a partition of all n m entries: a histogram of the binary exponents of P's entries finds
+    the octave :math:`[2^{e-1}, 2^e)` that holds the ``keep``-th largest, and only that octave's entries are
+    partitioned.
+    """
+    counts = _exponent_histogram(kernel, u, v)
+    above = np.cumsum(counts[::-1])  # above[r]: entries with exponent >= 2199 - r - 1100
+    if above[-1] <= keep:
+        return 0.0
+    r = int(np.searchsorted(above, keep))  # first octave (from the top) that reaches keep entries
+    index = counts.size - 1 - r
+    higher = int(above[r - 1]) if r > 0 else 0
+    entries = _entries_in_bin(kernel, u, v, index - 1100, int(counts[index]))
+    rank = keep - higher  # the rank-th largest inside the octave, 1-based
+    return float(np.partition(entries, entries.size - rank)[entries.size - rank])

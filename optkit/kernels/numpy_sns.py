@@ -17,6 +17,8 @@ n x m entries is a multiply-add. Both modules provide
 - ``scaled_marginals(kernel, u, v)``: the marginals :math:`(P\\mathbf 1, P^\\top\\mathbf 1)`;
 - ``threshold_csr(kernel, u, v, threshold, ncols)``: the entries :math:`P_{ij} \\ge` ``threshold`` (and > 0) of
   the first ``ncols`` columns, as CSR arrays ``(indptr, indices, data)``;
+- ``top_threshold(kernel, u, v, keep)``: the ``keep``-th largest entry of :math:`P` (0 when P has at most
+  ``keep`` positive entries): the global top-k threshold of the sparsification;
 - ``schur_complement(indptr, indices, data, d1, d2)``: the dense :math:`\\operatorname{diag}(d_2) - B^\\top
   \\operatorname{diag}(d_1)^{-1} B` for the CSR matrix :math:`B` (n x len(d2)).
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "threshold_csr"]
+__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "threshold_csr", "top_threshold"]
 
 LOG_CUTOFF = -100.0
 
@@ -81,3 +83,12 @@ def schur_complement(
     out = -(scaled.T @ scaled).toarray()
     out[np.diag_indices(d2.size)] += d2
     return out
+
+
+def top_threshold(kernel: np.ndarray, u: np.ndarray, v: np.ndarray, keep: int) -> float:
+    """The ``keep``-th largest entry of :math:`P = \\operatorname{diag}(u) K \\operatorname{diag}(v)` (0 when P
+    has at most ``keep`` positive entries; ``np.partition``, O(nm))."""
+    flat = (u[:, None] * kernel * v[None, :]).ravel()
+    if np.count_nonzero(flat > 0) <= keep:
+        return 0.0
+    return float(np.partition(flat, flat.size - keep)[flat.size - keep])

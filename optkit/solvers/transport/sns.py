@@ -133,14 +133,6 @@ class _Dual:
         return point["u"][:, None] * point["K"] * point["v"][None, :]
 
 
-def _top_threshold(plan: np.ndarray, keep: int) -> float:
-    """The ``keep``-th largest entry of P: the global top-k threshold (``np.partition``, O(nm))."""
-    flat = plan.ravel()
-    if keep >= flat.size:
-        return 0.0
-    return float(np.partition(flat, flat.size - keep)[flat.size - keep])
-
-
 _BLAS_CONTROLLER: list[Any] = []
 
 
@@ -403,7 +395,7 @@ def sns(
         grad = np.concatenate([rhs_f, rhs_g])
         grad_norm = float(np.sqrt(rhs_f @ rhs_f + cur["grad_g"] @ cur["grad_g"]))
         if sparsify == "topk":
-            threshold, shift = _top_threshold(dual.plan(cur), keep), 0.0
+            threshold, shift = dual.kernels.top_threshold(cur["K"], cur["u"], cur["v"], keep), 0.0
         else:
             threshold, shift = nu0 * grad_norm, state["mu"] * grad_norm
         indptr, indices, data = dual.kernels.threshold_csr(cur["K"], cur["u"], cur["v"], threshold, m - 1)
@@ -411,7 +403,7 @@ def sns(
             # Far from the solution nu0 * ||grad|| can exceed nearly every entry of a spread-out plan, leaving a
             # diagonal model (a Jacobi step; thousands of steps on colour-transfer clouds at epsilon = 1e-3):
             # keep at least the min_kept largest entries (the paper's global top-k) instead.
-            threshold = min(threshold, _top_threshold(dual.plan(cur), min_kept))
+            threshold = min(threshold, dual.kernels.top_threshold(cur["K"], cur["u"], cur["v"], min_kept))
             indptr, indices, data = dual.kernels.threshold_csr(cur["K"], cur["u"], cur["v"], threshold, m - 1)
         block = sp.csr_matrix((data, indices, indptr), shape=(n, m - 1))  # kept P without the fixed column m
         # The diagonal is the exact marginal (never sparsified); floored so that an empty row cannot divide by 0.

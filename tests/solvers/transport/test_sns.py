@@ -138,3 +138,19 @@ def test_zero_mass_points_are_solved_on_the_support() -> None:
     reference = ot.sinkhorn(a, b, np.asarray(problem.cost), 0.05, method="sinkhorn_log", stopThr=1e-13,
                             numItermax=100_000)
     np.testing.assert_allclose(result.x.plan, reference, atol=1e-10)
+
+
+@pytest.mark.parametrize("module", ["numpy_sns", "numba_sns"])
+def test_top_threshold_is_the_kth_largest_plan_entry(module: str) -> None:
+    import importlib
+
+    kernels = importlib.import_module(f"optkit.kernels.{module}")
+    rng = np.random.default_rng(1)
+    kernel = np.exp(-rng.random((40, 30)) * 300)
+    kernel[rng.random(kernel.shape) < 0.3] = 0.0
+    u, v = rng.random(40) + 0.5, rng.random(30) + 0.5
+    ordered = np.sort((u[:, None] * kernel * v[None, :]).ravel())[::-1]  # reference: a full sort
+    positive = int(np.count_nonzero(ordered > 0))
+    for keep in (1, 7, 80, positive - 1):
+        assert kernels.top_threshold(kernel, u, v, keep) == ordered[keep - 1]
+    assert kernels.top_threshold(kernel, u, v, positive) == 0.0
