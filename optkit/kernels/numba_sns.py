@@ -18,7 +18,8 @@ import numpy as np
 
 from optkit.kernels.numpy_sns import LOG_CUTOFF
 
-__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "threshold_csr", "top_threshold"]
+__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "sinkhorn_scalings", "threshold_csr",
+           "top_threshold"]
 
 _FAST = {"reassoc", "contract"}  # lets LLVM vectorise the sums; no finite-math assumption
 
@@ -182,3 +183,29 @@ def top_threshold(kernel: np.ndarray, u: np.ndarray, v: np.ndarray, keep: int) -
     entries = _entries_in_bin(kernel, u, v, index - 1100, int(counts[index]))
     rank = keep - higher  # the rank-th largest inside the octave, 1-based
     return float(np.partition(entries, entries.size - rank)[entries.size - rank])
+
+
+@nb.njit(cache=True, fastmath=_FAST, error_model="numpy")  # x / 0 gives inf (the caller checks), no exception
+def _sinkhorn_scalings(kernel, a, b, u, v, updates, cols):  # pragma: no cover - compiled
+    n, m = kernel.shape
+    for _ in range(updates):
+        for j in range(m):
+            cols[j] = 0.0
+        for i in range(n):
+            total = 0.0
+            for j in range(m):
+                total += kernel[i, j] * v[j]
+            ui = a[i] / total
+            u[i] = ui
+            for j in range(m):
+                cols[j] += ui * kernel[i, j]
+        for j in range(m):
+            v[j] = b[j] / cols[j]
+
+
+def sinkhorn_scalings(kernel: np.ndarray, a: np.ndarray, b: np.ndarray, u: np.ndarray, v: np.ndarray,
+                      updates: int) -> None:
+    """``updates`` Sinkhorn updates :math:`u \\leftarrow a / (K v),\\ v \\leftarrow b / (K^\\top u)` in place
+    (one fused pass over K each: a row's new :math:`u_i` is added into the column sums while the row is in cache).
+    """
+    _sinkhorn_scalings(kernel, a, b, u, v, int(updates), np.empty(kernel.shape[1]))

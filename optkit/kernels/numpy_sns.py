@@ -17,6 +17,9 @@ n x m entries is a multiply-add. Both modules provide
 - ``scaled_marginals(kernel, u, v)``: the marginals :math:`(P\\mathbf 1, P^\\top\\mathbf 1)`;
 - ``threshold_csr(kernel, u, v, threshold, ncols)``: the entries :math:`P_{ij} \\ge` ``threshold`` (and > 0) of
   the first ``ncols`` columns, as CSR arrays ``(indptr, indices, data)``;
+- ``sinkhorn_scalings(kernel, a, b, u, v, updates)``: ``updates`` Sinkhorn updates of the scalings in place,
+  :math:`u \\leftarrow a / (K v)`, then :math:`v \\leftarrow b / (K^\\top u)` (Sinkhorn's matrix-scaling form;
+  with :math:`f = \\tilde f + \\varepsilon \\log u` it is the log-domain update while the scalings stay in range);
 - ``top_threshold(kernel, u, v, keep)``: the ``keep``-th largest entry of :math:`P` (0 when P has at most
   ``keep`` positive entries): the global top-k threshold of the sparsification;
 - ``schur_complement(indptr, indices, data, d1, d2)``: the dense :math:`\\operatorname{diag}(d_2) - B^\\top
@@ -34,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "threshold_csr", "top_threshold"]
+__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "sinkhorn_scalings", "threshold_csr",
+           "top_threshold"]
 
 LOG_CUTOFF = -100.0
 
@@ -92,3 +96,12 @@ def top_threshold(kernel: np.ndarray, u: np.ndarray, v: np.ndarray, keep: int) -
     if np.count_nonzero(flat > 0) <= keep:
         return 0.0
     return float(np.partition(flat, flat.size - keep)[flat.size - keep])
+
+
+def sinkhorn_scalings(kernel: np.ndarray, a: np.ndarray, b: np.ndarray, u: np.ndarray, v: np.ndarray,
+                      updates: int) -> None:
+    """``updates`` Sinkhorn updates :math:`u \\leftarrow a / (K v),\\ v \\leftarrow b / (K^\\top u)` in place."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for _ in range(updates):
+            np.divide(a, kernel @ v, out=u)
+            np.divide(b, u @ kernel, out=v)
