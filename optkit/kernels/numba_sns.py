@@ -18,8 +18,8 @@ import numpy as np
 
 from optkit.kernels.numpy_sns import LOG_CUTOFF
 
-__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "sinkhorn_scalings", "threshold_csr",
-           "top_threshold"]
+__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "sinkhorn_scalings",
+           "threshold_csr", "top_threshold"]
 
 _FAST = {"reassoc", "contract"}  # lets LLVM vectorise the sums; no finite-math assumption
 

@@ -37,8 +37,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "sinkhorn_scalings", "threshold_csr",
-           "top_threshold"]
+__all__ = ["LOG_CUTOFF", "kernel_marginals", "scaled_marginals", "schur_complement", "sinkhorn_scalings",
+           "threshold_csr", "top_threshold"]
 
 LOG_CUTOFF = -100.0
 

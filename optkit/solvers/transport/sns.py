@@ -13,7 +13,8 @@ its extra ``-1`` in the exponent is a constant shift of the potentials) the conc
 
 Stage 1 runs ``warm_start`` Sinkhorn updates (exact alternating maximisation of F), in matrix-scaling form
 :math:`u \\leftarrow a/(Kv),\\ v \\leftarrow b/(K^\\top u)` on the kernel buffer of the starting point while the
-scalings stay within :math:`e^{\\pm 20}` (no exponentials), else by the log-domain Sinkhorn kernel. Stage 2 takes Newton steps
+scalings stay within :math:`e^{\\pm 20}` (no exponentials), else by the log-domain Sinkhorn kernel.
+Stage 2 takes Newton steps
 :math:`z \\leftarrow z + t\\,\\Delta` with :math:`M \\Delta = \\nabla F`, where :math:`M` is :math:`-\\nabla^2 F` with
 its off-diagonal block :math:`P` sparsified (Algorithm 1, ``Sparsify(H, ρ)``): either the paper's target density
 (keep the :math:`\\lceil \\lambda n m\\rceil` largest entries of P, a global top-k, :math:`\\lambda = 2/n` by default,
