@@ -319,6 +319,44 @@ class SecantStep:
         return step
 
 
+class BBStep:
+    r"""Barzilai–Borwein outer step (Barzilai & Borwein 1988, eq. (5)): :math:`\alpha_k = \|s\|^2 / \langle s,
+    y\rangle` with :math:`s = x_k - x_{k-1}`, :math:`y = g_k - g_{k-1}` (the long "BB1" step, the inverse of a
+    Rayleigh quotient of the averaged Hessian, so it lies in :math:`[1/\lambda_{max}, 1/\lambda_{min}]` on a
+    quadratic). Non-monotone and without line search: meant for smooth, strongly convex hyper-objectives (with
+    inexact warm-started inner solves it still converges on the benchopt quadratic). When :math:`\langle s, y\rangle
+    \le 0` or the pair is degenerate, the previous step is kept; the first step moves 5% of :math:`\max(1,\|x\|)`,
+    and every step is clipped to :math:`[10^{-10}, 10^{10}]`."""
+
+    def __init__(self) -> None:
+        self.alpha: float | None = None
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, x: np.ndarray, g: np.ndarray) -> float:
+        if self._last is None:
+            norm = float(np.linalg.norm(g))
+            self.alpha = 0.05 * max(1.0, float(np.linalg.norm(x))) / norm if norm > 0 else 1.0
+        else:
+            s, d = x - self._last[0], g - self._last[1]
+            sd = float(s @ d)
+            if sd > 0 and math.isfinite(sd):
+                self.alpha = float(s @ s) / sd
+        self._last = (x.copy(), g.copy())
+        self.alpha = min(max(float(self.alpha), 1e-10), 1e10)
+        return self.alpha
+
+
+def outer_step_rule(rule: str, step: float | None) -> "SecantStep | BBStep":
+    """``"secant"`` (monotone :math:`1/L` estimate, or the fixed ``step``) or ``"bb"`` (Barzilai–Borwein)."""
+    if rule == "secant" or step is not None:
+        if rule not in ("secant", "bb"):
+            raise ValueError(f"outer_step must be 'secant' or 'bb', got {rule!r}")
+        return SecantStep(step)
+    if rule == "bb":
+        return BBStep()
+    raise ValueError(f"outer_step must be 'secant' or 'bb', got {rule!r}")
+
+
 def probe_lipschitz(grad: Callable[[np.ndarray], np.ndarray], y: np.ndarray, *, iterations: int = 8) -> float:
     r"""Largest curvature of a function along :math:`y` by power iteration on gradient differences
     :math:`(\nabla\phi(y + h v) - \nabla\phi(y))/h` (a Hessian-free estimate; times 1.1 for safety)."""

@@ -61,6 +61,7 @@ def penalty(
     inner_rtol: float = 0.1,
     batch_size: int | None = None,
     inner_steps: int | None = None,
+    outer_step: str = "secant",
     time_limit: float | None = None,
     backend: str = "auto",
     callback: Any = None,
@@ -90,6 +91,14 @@ def penalty(
         Minibatch size of the stochastic single loop (finite-sum problems); ``None`` is deterministic.
     inner_steps
         Fixed number of plain inner steps per outer step (``1`` gives the single loop); ``None``: adaptive.
+        Deterministic and uncoupled, both copies then take the common step :math:`1/(L_f + \sigma L_F)` and the
+        x-direction reuses the gradients of the last inner step (a Jacobi update of :math:`(x, y, z)`, three oracle
+        calls per inner step): with a common step, :math:`(y - z)/\sigma` is a gradient iteration on the implicit
+        linear system, so the inner errors are not amplified by :math:`1/\sigma`.
+    outer_step
+        ``"secant"`` (default) or ``"bb"``: Barzilai–Borwein long steps on x (non-monotone; for smooth strongly
+        convex hyper-objectives, e.g. ``sigma0=sigma``, ``inner_steps=2`` on the benchopt quadratic). Ignored when
+        ``step`` is given.
     time_limit, backend, callback, progress, seed
         See :func:`optkit.solve`. Stochastic runs without ``seed`` use the fixed seed 0 and say so in ``info``.
 
@@ -134,9 +143,12 @@ def penalty(
     variant = "double loop" if inner_steps is None else ("single loop" if inner_steps == 1 else "fixed inner steps")
     return run_value_penalty(
         problem, "penalty",
-        sigma_of=lambda k: schedule(sigma0, sigma, k, kind="geometric", rate=sigma_decay),
+        # schedule() clips with min() when start == final, which would keep decaying: constant sigma then
+        sigma_of=(lambda k: sigma) if sigma0 == sigma else
+        (lambda k: schedule(sigma0, sigma, k, kind="geometric", rate=sigma_decay)),
         sigma_final=sigma, tol=tol, max_iter=max_iter, step=step, step_decay=step_decay,
         inner_steps=inner_steps, inner_max=inner_max, inner_rtol=inner_rtol, batch_size=batch_size,
         time_limit=time_limit, callback=callback, progress=progress, seed=seed,
-        extra_info={"variant": variant},
+        extra_info={"variant": variant, "outer_step": outer_step if step is None else "fixed"},
+        outer_rule=outer_step, shared_inner=True,
     )
