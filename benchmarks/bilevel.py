@@ -147,11 +147,17 @@ def main() -> None:
     rows = []
     rows.append(run_optkit(toy, "aid", args.target, tol=1e-12, max_iter=5000))
     rows.append(run_optkit(toy, "aid", args.target, tol=1e-12, max_iter=5000, inner_steps=1, cg_steps=1))
+    rows.append(run_optkit(toy, "aid", args.target, tol=1e-12, max_iter=5000, outer_step="bb"))
+    rows.append(run_optkit(toy, "aid", args.target, tol=1e-12, max_iter=5000, outer_step="bb", inner_steps=2,
+                           cg_steps=2))
     limit = 120.0
     rows.append(run_optkit(toy, "penalty", args.target, tol=1e-12, max_iter=20_000, time_limit=limit))
     for sigma0, decay, rtol in [(1e-4, 0.1, 0.5), (1e-4, 0.1, 1.0)]:
         rows.append(run_optkit(toy, "penalty", args.target, tol=1e-12, max_iter=20_000, sigma0=sigma0,
                                sigma_decay=decay, inner_rtol=rtol, time_limit=limit))
+    for sigma, steps in [(1e-5, 2), (1e-4, 2), (1e-5, 1)]:
+        rows.append(run_optkit(toy, "penalty", args.target, tol=1e-12, max_iter=20_000, sigma=sigma, sigma0=sigma,
+                               inner_steps=steps, outer_step="bb", time_limit=limit))
     if not args.no_jaxopt:
         for tol in (1e-6, 1e-8, 1e-10):
             rows.append(run_jaxopt(toy, args.target, tol))
