@@ -157,3 +157,22 @@ def test_stochastic_single_loop_steps_follow_minibatch_curvature() -> None:
     result = optkit.solve(toy.problem, "penalty", batch_size=2, step=0.01, max_iter=1500, sigma=0.1, seed=0)
     assert result.status is not optkit.Status.NUMERICAL_ERROR, result.message
     assert np.all(np.isfinite(result.x[0])) and np.linalg.norm(result.x[0] - toy.x_star) < 10.0
+
+
+@pytest.mark.parametrize("method, options", [
+    ("aid", {"outer_step": "bb", "inner_steps": 2, "cg_steps": 2}),
+    ("aid", {"outer_step": "bb", "inner_steps": 2, "cg_steps": 2, "linear_solver": "gd"}),
+    ("penalty", {"outer_step": "bb", "inner_steps": 2, "sigma": 1e-6, "sigma0": 1e-6}),
+])
+def test_bb_outer_step_on_t2(method: str, options: dict) -> None:
+    # T2's x* comes from a linear solve; tol 1e-8 on the gradient mapping, strongly convex: ||x - x*|| <= 1e-4
+    toy = toys.t2()
+    result = optkit.solve(toy.problem, method, tol=1e-8, max_iter=20_000, **options)
+    assert np.linalg.norm(result.x[0] - toy.x_star) <= 1e-4
+
+
+def test_bb_options_rejected() -> None:
+    with pytest.raises(ValueError, match="outer_step"):
+        optkit.solve(toys.t1().problem, "aid", outer_step="newton")
+    with pytest.raises(ValueError, match="cg_steps"):
+        optkit.solve(toys.t1().problem, "aid", linear_solver="gd")
