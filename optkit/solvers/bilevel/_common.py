@@ -277,7 +277,7 @@ def schedule(start: float, final: float, k: int, *, kind: str = "geometric", rat
     :math:`s_k = s_0 (k+1)^{r}` clipped at the final value (LV-HBA's :math:`c_k`, F2SA's :math:`\lambda_k`);
     ``"linear"``: :math:`s_0 + (s_f - s_0)\min(1, k/r)` (V-PBGD's ramp over ``r`` iterations); ``"constant"``.
     """
-    if kind == "constant":
+    if kind == "constant" or start == final:
         return final
     if kind == "geometric":
         value = start * rate**k
