@@ -10,7 +10,8 @@ With :math:`y^*(x) = \arg\min_y f(x, y)`, the implicit function theorem gives
 
 (notes ``algorithms/bilevel.md`` §1.2 with :math:`\sigma \to 0`). Each outer iteration warm-starts gradient descent
 on :math:`y` (step :math:`1/\ell`, :math:`\ell` from power iteration on Hessian-vector products) and conjugate
-gradient on :math:`v` (warm-started), then takes a projected step on x (secant step by default). Both inner solves
+gradient on :math:`v` (warm-started), then takes a projected step on x (by default a Barzilai–Borwein step with a
+non-monotone line search on the upper objective). Both inner solves
 stop at ``inner_rtol`` times the current outer residual (or after the fixed ``inner_steps``/``cg_steps``).
 """
 
@@ -98,7 +99,7 @@ def aid(
     cg_steps: int | None = None,
     inner_rtol: float = 0.1,
     inner_max: int = 10_000,
-    outer_step: str = "secant",
+    outer_step: str = "nonmonotone_bb",
     linear_solver: str = "cg",
     time_limit: float | None = None,
     backend: str = "auto",
@@ -118,16 +119,17 @@ def aid(
     max_iter
         Outer iterations.
     step
-        Outer step; ``None``: :math:`1/L` with a secant estimate of the hypergradient's Lipschitz constant.
+        Fixed outer step; ``None``: chosen by ``outer_step``.
     inner_steps, cg_steps
         Fixed numbers of inner gradient steps and CG steps per outer step; ``None`` (default): adaptive, to
         ``inner_rtol`` times the current outer residual (at most ``inner_max``).
     inner_rtol, inner_max
         See above.
     outer_step
-        ``"secant"`` (default: :math:`1/L_k`, monotone secant estimate) or ``"bb"`` (Barzilai–Borwein long step,
-        non-monotone, for strongly convex hyper-objectives; with warm-started fixed inner steps it is the fastest
-        setting on the benchopt quadratic). Ignored when ``step`` is given.
+        ``"nonmonotone_bb"`` (default: Barzilai–Borwein step safeguarded by a non-monotone Armijo test on the upper
+        objective, see :func:`_run_nonmonotone_bb`), ``"secant"`` (:math:`1/L_k`, monotone secant estimate) or
+        ``"bb"`` (plain Barzilai–Borwein long step, no line search, only for strongly convex hyper-objectives).
+        Ignored when ``step`` is given (fixed step).
     linear_solver
         ``"cg"`` (default): conjugate gradient on :math:`\nabla^2_{yy} f\, v = \nabla_y F`, warm-started;
         ``"gd"``: ``cg_steps`` warm-started gradient (Richardson) steps :math:`v \leftarrow v + (\nabla_y F -
@@ -170,7 +172,9 @@ def aid(
         raise ValueError(f"linear_solver must be 'cg' or 'gd', got {linear_solver!r}")
     if linear_solver == "gd" and cg_steps is None:
         raise ValueError("linear_solver='gd' needs a fixed number of steps: set cg_steps")
-    rule = outer_step_rule(outer_step, step)
+    if outer_step not in ("nonmonotone_bb", "secant", "bb"):
+        raise ValueError(f"outer_step must be 'nonmonotone_bb', 'secant' or 'bb', got {outer_step!r}")
+    rule = outer_step_rule(outer_step, step) if (outer_step != "nonmonotone_bb" or step is not None) else None
     oracles = Oracles(problem)
     x0 = problem.x_set.project(problem.x0)
     lipschitz = lower_lipschitz(oracles, x0, problem.y0)
@@ -196,11 +200,15 @@ def aid(
             v, cross, _ = _conjugate_gradient(oracles, x, y, Fy, st["v"], 0.0 if cg_steps is not None else target,
                                               cg_steps if cg_steps is not None else inner_max)
         st["v"] = v
+        st["lower_grad"] = g
         st["hypergradient"] = Fx - cross
         return Fx - cross, float(np.linalg.norm(g))
 
     info = {"lower_lipschitz": lipschitz, "outer_step": outer_step if step is None else "fixed",
             "linear_solver": linear_solver}
+    if rule is None:
+        return _run_nonmonotone_bb(problem, oracles, hypergradient, state, tol=tol, max_iter=max_iter,
+                                   time_limit=time_limit, callback=callback, progress=progress, info=info)
     if isinstance(rule, SecantStep):
         return run_outer(problem, "aid", oracles, hypergradient, state, tol=tol, max_iter=max_iter, step=step,
                          time_limit=time_limit, callback=callback, progress=progress, info=info)
@@ -238,5 +246,104 @@ def _run_with_rule(problem: BilevelProblem, oracles: Oracles, hypergradient: Any
     x, y = state["x"], state["y"]
     if not finite(x, y):
         x, y = problem.x0, problem.y0
+    return finish(problem, "aid", x, y, outcome, oracles,
+                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info)
+
+
+# nonmonotone line search constants: memory M, sufficient-decrease gamma, backtracking limit, BB clipping interval
+_NM_MEMORY = 10
+_NM_GAMMA = 1e-4
+_NM_MAX_BACKTRACKS = 30
+_BB_MIN, _BB_MAX = 1e-10, 1e10
+
+
+def _run_nonmonotone_bb(problem: BilevelProblem, oracles: Oracles, hypergradient: Any, state: dict[str, Any], *,
+                        tol: float, max_iter: int, time_limit: float | None, callback: Any, progress: bool,
+                        info: dict[str, Any]) -> Result:
+    r"""Outer loop with a safeguarded Barzilai–Borwein step (Raydan 1997, Algorithm 2.1, projected as in Birgin,
+    Martínez & Raydan 2000, SPG2).
+
+    From the accepted :math:`x_k` with hypergradient estimate :math:`g_k` and upper value
+    :math:`h_k = F(x_k, y_k)` (the hyper-objective :math:`h(x) = F(x, y^*(x))` at the current inner iterate), the
+    trial point is :math:`x^+ = P_X(x_k - \alpha g_k)` with :math:`\alpha` the BB1 step
+    :math:`\|s\|^2/\langle s, d\rangle` (:math:`s = x_k - x_{k-1}`, :math:`d = g_k - g_{k-1}`, clipped to
+    :math:`[10^{-10}, 10^{10}]`, the previous step kept when :math:`\langle s, d\rangle \le 0`). The inner solves are
+    warm-started at :math:`x^+`, giving :math:`y^+, g^+` and :math:`h^+ = F(x^+, y^+)`, and :math:`x^+` is accepted
+    when the non-monotone Armijo condition of Grippo, Lampariello & Lucidi (1986, eq. (6))
+
+    .. math::
+
+        h^+ \le \max_{0 \le j < \min(k+1, M)} h_{k-j} + \gamma\, \langle g_k, x^+ - x_k\rangle + \epsilon_k
+
+    holds (:math:`M = 10`, :math:`\gamma = 10^{-4}`, :math:`\epsilon_k = 10^{-12}(1 + |h_{max}|)` absorbs rounding).
+    The value is the first-order corrected estimate :math:`h^+ = F(x^+, y^+) - \langle v^+, \nabla_y f(x^+, y^+)
+    \rangle` (as :math:`y^* - y \approx -H^{-1}\nabla_y f` and :math:`v \approx H^{-1}\nabla_y F`, its error is
+    second order in the inner errors). Otherwise :math:`\alpha` is halved (:math:`y, v` kept as the next warm
+    start) and the trial is repeated (after 30 halvings the trial is taken anyway). Each trial costs one inner
+    solve plus one upper function value; all of it is counted. The reported residual is the projected gradient mapping at the accepted point,
+    :math:`\|x^+ - P_X(x^+ - \alpha^+ g^+)\| / \alpha^+`, with :math:`\alpha^+` the next BB step.
+    """
+    project = problem.x_set.project
+    backtracks = {"total": 0}
+
+    def value(x: np.ndarray) -> float:
+        # F(x, y) - <v, grad_y f(x, y)>: first-order correction of F(x, y) towards h(x) = F(x, y*(x)), since
+        # y* - y ~ -H^{-1} grad_y f and v ~ H^{-1} grad_y F (error second order in the inner errors)
+        return float(oracles.upper_value(x, state["y"]) - state["v"] @ state["lower_grad"])
+
+    def bb_clip(a: float) -> float:
+        return min(max(float(a), _BB_MIN), _BB_MAX)
+
+    def step_fn(budget: int) -> Step:
+        before = oracles.oracle_calls
+        if "g" not in state:  # initial hypergradient and value at x0
+            g0, inner0 = hypergradient(state["x"], state)
+            state["g"], state["inner"] = g0, inner0
+            state["h"] = [value(state["x"])]
+            norm = float(np.linalg.norm(g0))
+            state["alpha"] = bb_clip(0.05 * max(1.0, float(np.linalg.norm(state["x"]))) / norm if norm > 0 else 1.0)
+        x, g = state["x"], state["g"]
+        y_saved, v_saved = state["y"].copy(), state["v"].copy()
+        reference = max(state["h"][-_NM_MEMORY:])
+        alpha = state["alpha"]
+        for attempt in range(_NM_MAX_BACKTRACKS + 1):
+            x_new = project(x - alpha * g)
+            g_new, inner = hypergradient(x_new, state)
+            h_new = value(x_new)
+            if not finite(x_new, g_new, state["y"]) or not math.isfinite(h_new):
+                ok = False
+            else:
+                slack = 1e-12 * (1.0 + abs(reference))
+                ok = h_new <= reference + _NM_GAMMA * float(g @ (x_new - x)) + slack
+            if ok or attempt == _NM_MAX_BACKTRACKS:
+                break
+            # y, v keep the trial's inner progress as the next warm start (more accurate than restoring them)
+            alpha *= 0.5
+            backtracks["total"] += 1
+        if not (finite(x_new, g_new, state["y"]) and math.isfinite(h_new)):
+            state["y"], state["v"] = y_saved, v_saved
+            return Step(1, {"hypergradient_norm": math.nan, "inner_residual": math.nan},
+                        status=Status.NUMERICAL_ERROR,
+                        message="aid: a non-finite iterate appeared; the last finite iterate is returned. "
+                        "Try outer_step='secant' or a smaller step.")
+        s, d = x_new - x, g_new - g
+        sd = float(s @ d)
+        next_alpha = bb_clip(float(s @ s) / sd) if sd > 0 and math.isfinite(sd) else bb_clip(alpha)
+        residual = float(np.linalg.norm(x_new - project(x_new - next_alpha * g_new))) / next_alpha
+        state["x"], state["g"], state["alpha"], state["residual"] = x_new, g_new, next_alpha, residual
+        state["h"] = (state["h"] + [h_new])[-_NM_MEMORY:]
+        return Step(1, {"hypergradient_norm": residual, "inner_residual": inner},
+                    counts={"oracle_calls": oracles.oracle_calls - before})
+
+    outcome = drive(
+        step_fn, converged=lambda r: r["hypergradient_norm"] <= tol and r["inner_residual"] <= tol,
+        max_iter=max_iter, method="aid", time_limit=time_limit, callback=callback, progress=progress,
+        current=lambda: (state["x"].copy(), state["y"].copy()),
+        stopping_rule=f"projected hypergradient norm <= {tol:g} and lower gradient norm <= {tol:g}",
+    )
+    x, y = state["x"], state["y"]
+    if not finite(x, y):
+        x, y = problem.x0, problem.y0
+    info = dict(info, backtracks=backtracks["total"])
     return finish(problem, "aid", x, y, outcome, oracles,
                   hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info)

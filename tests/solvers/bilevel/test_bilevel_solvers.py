@@ -176,3 +176,23 @@ def test_bb_options_rejected() -> None:
         optkit.solve(toys.t1().problem, "aid", outer_step="newton")
     with pytest.raises(ValueError, match="cg_steps"):
         optkit.solve(toys.t1().problem, "aid", linear_solver="gd")
+
+
+def test_aid_default_nonmonotone_bb_matches_closed_form_on_t2() -> None:
+    # the default safeguarded BB step must reach T2's closed-form x* (linear solves) at least as well as the secant
+    # step; tol 1e-6 on the hypergradient with hyper-Hessian smallest eigenvalue ~0.01 bounds ||x - x*|| by ~1e-4
+    toy = toys.t2()
+    default = optkit.solve(toy.problem, "aid")
+    secant = optkit.solve(toy.problem, "aid", outer_step="secant")
+    assert default.status is optkit.Status.CONVERGED
+    assert default.info["outer_step"] == "nonmonotone_bb"
+    assert np.linalg.norm(default.x[0] - toy.x_star) <= 1e-4
+    assert default.nit <= secant.nit
+
+
+def test_aid_nonmonotone_bb_backtracks_from_a_huge_first_step() -> None:
+    # T1 (closed form x* = 0.5) from far away: the first probe moves 5% of ||x0||, the line search must keep it safe
+    toy = toys.t1(x0=1e3)
+    result = optkit.solve(toy.problem, "aid")
+    assert result.status is optkit.Status.CONVERGED
+    assert abs(result.x[0][0] - 0.5) <= 1e-5
