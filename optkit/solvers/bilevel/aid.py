@@ -280,7 +280,8 @@ def _run_nonmonotone_bb(problem: BilevelProblem, oracles: Oracles, hypergradient
     \rangle` (as :math:`y^* - y \approx -H^{-1}\nabla_y f` and :math:`v \approx H^{-1}\nabla_y F`, its error is
     second order in the inner errors). Otherwise :math:`\alpha` is halved (:math:`y, v` kept as the next warm
     start) and the trial is repeated (after 30 halvings the trial is taken anyway). Each trial costs one inner
-    solve plus one upper function value; all of it is counted. The reported residual is the projected gradient mapping at the accepted point,
+    solve plus one upper function value; all of it is counted. The reported residual is the projected gradient
+    mapping at the accepted point,
     :math:`\|x^+ - P_X(x^+ - \alpha^+ g^+)\| / \alpha^+`, with :math:`\alpha^+` the next BB step.
     """
     project = problem.x_set.project
