@@ -234,6 +234,19 @@ def _bb_next(s: np.ndarray, sd: float, alpha: float, g_new: np.ndarray) -> float
     return min(max(bb, _BB_MIN), _BB_MAX)
 
 
+def _copies_step() -> Any:
+    """The Numba kernel of :class:`_Copies`, imported on first use (``import optkit`` compiles nothing)."""
+    global _COPIES_STEP
+    if _COPIES_STEP is None:
+        from optkit.kernels.numba_bilevel import copies_step
+
+        _COPIES_STEP = copies_step
+    return _COPIES_STEP
+
+
+_COPIES_STEP: Any = None
+
+
 class _Copies:
     r"""The two lower copies :math:`y` (of :math:`h_\sigma = \sigma F + f`) and :math:`z` (of :math:`f`), advanced
     by one common accelerated projected-gradient iteration (same step, same momentum, same restarts).
@@ -245,6 +258,10 @@ class _Copies:
     whenever a secant :math:`\|\nabla\phi(v') - \nabla\phi(v)\|/\|v' - v\|` between consecutive evaluation points
     of either copy shows more curvature (momentum restarted then): no function values are needed.
     """
+
+    #: run the unprojected iteration as one Numba call (:func:`optkit.kernels.numba_bilevel.copies_step`); the
+    #: NumPy loop below is the reference, kept for projected copies and for the tests
+    fused = True
 
     def __init__(self, oracles: Oracles, feasible: LowerFeasibleSet, y: np.ndarray, lipschitz_f: float,
                  lipschitz_F: float) -> None:
@@ -258,6 +275,7 @@ class _Copies:
         # check and the line search's refinement re-enter where the previous solve returned) reuses its gradients.
         # Keyed by identity: these arrays are never written into, and a projection or restore makes new ones.
         self._last: tuple | None = None
+        self._work = np.empty((4, y.shape[0]))
 
     def solve(self, x: np.ndarray, sigma: float, target: float, max_steps: int,
               min_steps: int = 0) -> dict[str, np.ndarray]:
@@ -291,6 +309,10 @@ class _Copies:
             self.vy, self.vz = project(self.vy), project(self.vz)
         sqrt, isfinite = math.sqrt, math.isfinite
         previous = None
+        fused = project is None and self.fused
+        if fused:
+            copies_step = _copies_step()
+            work = self._work  # previous evaluation points and gradients, read and rewritten by the kernel
         for steps in range(max_steps + 1):
             vy, vz = self.vy, self.vz
             last = self._last
@@ -309,6 +331,22 @@ class _Copies:
                     # with a two-column matrix); counted as the two lower gradients it replaces
                     (fx_y, fy_y), (fx_z, fy_z) = lower_pair(x, vy, vz)
                 self._last = (x, vy, vz, (Fx, Fy, fx_y, fy_y, fx_z, fy_z))
+            if fused:  # the same iteration as below, in one Numba call (Y = R^m)
+                (points, self.lipschitz_f, self.lipschitz_F, raised, self.r_y, self.r_z, self.r_d,
+                 t_new) = copies_step(vy, vz, Fy, fy_y, fy_z, self.y, self.z, work, steps > 0, sigma,
+                                      self.lipschitz_f, self.lipschitz_F, self.t)
+                if raised:  # as _update_curvature: momentum restarted from the last gradient-step points
+                    self.t = 1.0
+                    self.vy, self.vz = self.y.copy(), self.z.copy()
+                if not isfinite(self.r_y + self.r_z):
+                    return completed((Fx, Fy, fx_y, fy_y, fx_z, fy_z))
+                if (max(self.r_z, self.r_d) <= target and steps >= min_steps) or steps == max_steps:
+                    self.y, self.z, self.t = vy, vz, 1.0
+                    return completed((Fx, Fy, fx_y, fy_y, fx_z, fy_z))
+                # rows of one new array, never written into (the gradient cache above keys on identity)
+                self.y, self.z, self.vy, self.vz = points
+                self.t = t_new
+                continue
             gy, gz = sigma * Fy + fy_y, fy_z
             if previous is not None:
                 self._update_curvature(sigma, previous, vy, vz, gy, gz)

@@ -7,6 +7,7 @@
 * ``finite``: finite entries whose sum overflows are finite; NaN and infinities are not.
 * the lower-Hessian check is computed once per problem (counted Hessian-vector products).
 * penalty's gradient reuse at a re-entered solve: bit-identical iterates to a run without reuse, fewer calls.
+* penalty's fused Numba inner step against its NumPy branch (one step, every branch; whole runs).
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def test_finite() -> None:
     assert not _common.finite(np.array([1.0, np.nan]))
     assert not _common.finite(np.zeros(2), np.array([np.inf, -np.inf]))
     assert not _common.finite(np.array([1e308, 1e308, np.inf]))
+    assert _common.finite(np.ones((2, 3))) and not _common.finite(np.array([[1.0], [np.nan]]))
+    for bad in (np.nan, np.inf, -np.inf):
+        v = np.zeros(100)
+        v[57] = bad
+        assert not _common.finite(np.ones(100), v)
 
 
 def test_lower_hessian_check_once_per_problem() -> None:
@@ -268,3 +274,76 @@ def test_quadratic_grad_y_pair_matches_plain_gradient_and_falls_back(small_toy) 
         np.testing.assert_array_equal(fz, rz)
     with pytest.raises(TypeError, match="grad_y_pair"):
         FiniteSum(lambda x, y, i: 0.0, 1, grad_y_pair=1.0)
+
+
+# ---------------------------------------------------------------------- penalty's fused Numba inner step
+def _reference_step(vy, vz, Fy, fy_y, fy_z, y, z, previous, has_previous, sigma, lip_f, lip_F, t):
+    """The inner iteration of ``_Copies.solve`` written out in NumPy (its unfused branch), for one step."""
+    gy, gz = sigma * Fy + fy_y, fy_z
+    raised = False
+    if has_previous:
+        vy0, vz0, gy0, gz0 = previous
+        est = np.linalg.norm(gz - gz0) / np.linalg.norm(vz - vz0)
+        if est > lip_f:
+            lip_f, raised = 1.1 * est, True
+        est = np.linalg.norm(gy - gy0) / np.linalg.norm(vy - vy0)
+        if est > lip_f + sigma * lip_F:
+            lip_F, raised = 1.1 * (est - lip_f) / sigma, True
+    if raised:
+        t = 1.0
+    beta = 1.0 / (lip_f + sigma * lip_F)
+    y_new, z_new = vy - beta * gy, vz - beta * gz
+    r = (np.linalg.norm(gy), np.linalg.norm(gz), np.linalg.norm(gy - gz) / sigma)
+    t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+    if (beta * gy) @ (y_new - y) + (beta * gz) @ (z_new - z) > 0:
+        t = t_new = 1.0
+    momentum = (t - 1.0) / t_new
+    points = np.array([y_new, z_new, y_new + momentum * (y_new - y), z_new + momentum * (z_new - z)])
+    return points, lip_f, lip_F, raised, r, t_new
+
+
+@pytest.mark.parametrize("case", ["first", "raised", "restart", "momentum"])
+def test_copies_step_kernel_matches_numpy_reference(case) -> None:
+    from optkit.kernels.numba_bilevel import copies_step
+
+    rng = np.random.default_rng(3)
+    m, sigma = 7, 1e-3
+    vy, vz, Fy, fy_y, fy_z, y, z = (rng.standard_normal(m) for _ in range(7))
+    previous = np.array([vy + 1e-3 * rng.standard_normal(m), vz + 1e-3 * rng.standard_normal(m),
+                         sigma * Fy + fy_y + 1e-5 * rng.standard_normal(m), fy_z + 1e-5 * rng.standard_normal(m)])
+    lip_f, lip_F, t = 10.0, 5.0, 3.0
+    if case == "raised":  # secants ~1e-5 / 1e-3 = 1e-2 per unit: above lip_f = 1e-3
+        lip_f = 1e-3
+    g_y = sigma * Fy + fy_y
+    if case == "restart":  # y_new - y = (5 - beta) g: along the step, so the gradient restart fires
+        y, z = vy - 5.0 * g_y, vz - 5.0 * fy_z
+    if case == "momentum":  # y_new - y = -(5 + beta) g: against the step, no restart, momentum kept
+        y, z = vy + 5.0 * g_y, vz + 5.0 * fy_z
+    has_previous = case != "first"
+    expected = _reference_step(vy, vz, Fy, fy_y, fy_z, y, z, previous, has_previous, sigma, lip_f, lip_F, t)
+    work = previous.copy()
+    points, lf, lF, raised, r_y, r_z, r_d, t_new = copies_step(vy, vz, Fy, fy_y, fy_z, y, z, work, has_previous,
+                                                               sigma, lip_f, lip_F, t)
+    assert raised == expected[3] == (case == "raised")
+    assert (t_new == 1.0) == (case == "restart")
+    if case == "momentum":
+        assert t_new > 1.0 and not np.allclose(points[2], points[0])
+    np.testing.assert_allclose(points, expected[0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose([lf, lF, r_y, r_z, r_d, t_new], [expected[1], expected[2], *expected[4], expected[5]],
+                               rtol=1e-12)
+    # the work array now holds this step's evaluation points and gradients
+    np.testing.assert_array_equal(work, np.array([vy, vz, sigma * Fy + fy_y, fy_z]))
+
+
+def test_penalty_fused_inner_loop_same_run_as_numpy(small_toy, monkeypatch) -> None:
+    from optkit.problems.library.bilevel_toys import t2
+
+    for problem, options in ((small_toy.problem, {"tol": 1e-8, "max_iter": 150}), (t2().problem, {})):
+        fused = optkit.solve(problem, "penalty", **options)
+        monkeypatch.setattr(penalty_module._Copies, "fused", False)
+        plain = optkit.solve(problem, "penalty", **options)
+        monkeypatch.setattr(penalty_module._Copies, "fused", True)
+        # same decisions (counts, iterations); the two sum norms in another order, so equal up to rounding
+        assert fused.nit == plain.nit and dict(fused.counts) == dict(plain.counts)
+        np.testing.assert_allclose(fused.x[0], plain.x[0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(fused.x[1], plain.x[1], rtol=1e-10, atol=1e-12)
