@@ -205,7 +205,7 @@ def _factors(rng: np.random.Generator, n_samples: int, dim_x: int, dim_y: int, m
 
 
 def t2(dim_x: int = 10, dim_y: int = 10, n_samples: int = 64, *, mu: float = 0.1, L: float = 1.0,
-       L_cross: float = 0.1, seed: int = 0) -> BilevelToy:
+       L_cross: float = 0.1, seed: int = 0, jax: bool = False) -> BilevelToy:
     r"""T2: a quadratic finite sum with rank-one per-sample Hessians, in the spirit of benchopt's ``simulated``.
 
     Lower :math:`f = \frac1N\sum_i \tfrac12 y^\top A_i y + \tfrac12 x^\top B_i x + x^\top C_i y + a_i^\top y
@@ -219,7 +219,8 @@ def t2(dim_x: int = 10, dim_y: int = 10, n_samples: int = 64, *, mu: float = 0.1
         \nabla\varphi(x) = \bar H x + \bar K y^* + \bar h + J^\top(\bar F y^* + \bar K^\top x + \bar f),
 
     a quadratic with Hessian :math:`\bar H + \bar K J + J^\top \bar K^\top + J^\top \bar F J`, so :math:`x^*` is one
-    linear solve (notes §7, T2). ``t2(100, 100, 1024)`` is the benchmark size.
+    linear solve (notes §7, T2). ``t2(100, 100, 1024)`` is the benchmark size. ``jax=True``: the same instance
+    with JAX-traceable levels (:func:`_jax_quadratic`), for the solvers' ``backend="jax"``.
     """
     rng = np.random.default_rng(seed)
     for _ in range(100):
@@ -243,11 +244,34 @@ def t2(dim_x: int = 10, dim_y: int = 10, n_samples: int = 64, *, mu: float = 0.1
 
     # Hypergradient is affine: grad(x) = hess x + grad(0).
     x_star = np.linalg.solve(hess, -hypergradient(np.zeros(dim_x)))
-    problem = BilevelProblem(_quadratic_sum(up, "t2_upper"), _quadratic_sum(low, "t2_lower"),
-                             x0=np.zeros(dim_x), y0=np.zeros(dim_y), name="T2")
+    problem = _quadratic_problem("T2", up, low, dim_x, dim_y, jax, "t2")
     y_star = y_of_x(x_star)
     return BilevelToy("T2", problem, x_star, y_star, problem.upper.value(x_star, y_star),
                       y_of_x=y_of_x, hypergradient=hypergradient)
+
+
+def _quadratic_problem(name: str, up: _QuadraticData, low: _QuadraticData, dim_x: int, dim_y: int, jax: bool,
+                       prefix: str) -> BilevelProblem:
+    if jax:
+        upper, lower = _jax_quadratic(up.means()), _jax_quadratic(low.means())
+    else:
+        upper, lower = _quadratic_sum(up, f"{prefix}_upper"), _quadratic_sum(low, f"{prefix}_lower")
+    return BilevelProblem(upper, lower, x0=np.zeros(dim_x), y0=np.zeros(dim_y), name=name)
+
+
+def _jax_quadratic(means: dict[str, np.ndarray]) -> Callable[[Any, Any], Any]:
+    r"""The full-batch quadratic :math:`\tfrac12 y^\top\bar A y + \tfrac12 x^\top\bar B x + x^\top\bar C y +
+    \bar a^\top y + \bar b^\top x` as a JAX-traceable ``phi(x, y)`` (the mean matrices as NumPy float64 constants,
+    float64 when traced under ``jax.enable_x64``), for ``backend="jax"``: its gradients and Hessian-vector
+    products come from autodiff."""
+    import jax.numpy as jnp
+
+    yy, xx, xy, ly, lx = (np.array(means[k], dtype=np.float64) for k in ("yy", "xx", "xy", "ly", "lx"))
+
+    def phi(x: Any, y: Any) -> Any:
+        return 0.5 * y @ (yy @ y) + 0.5 * x @ (xx @ x) + x @ (xy @ y) + jnp.dot(ly, y) + jnp.dot(lx, x)
+
+    return phi
 
 
 def _benchopt_factors(rng: np.random.RandomState, n_samples: int, dim_y: int, dim_x: int, L_yy: float,
@@ -283,14 +307,15 @@ def _benchopt_factors(rng: np.random.RandomState, n_samples: int, dim_y: int, di
 
 
 def benchopt_quadratic(dim_x: int = 100, dim_y: int = 100, n_samples: int = 1024, *, mu: float = 0.1,
-                       L: float = 1.0, L_cross: float = 0.1, seed: int = 0) -> BilevelToy:
+                       L: float = 1.0, L_cross: float = 0.1, seed: int = 0, jax: bool = False) -> BilevelToy:
     r"""The benchopt bilevel benchmark's ``quadratic`` / ``simulated`` instance, built with its recipe
     (see :func:`_benchopt_factors`): lower and upper levels are independent draws (seeds from
     ``RandomState(seed).randint(2**31 - 1, size=2)``), redrawn (at most 20 times) until the Hessian of the
     hyper-objective has smallest eigenvalue :math:`\ge 10^{-12}`. Defaults are the benchmark's (``dim = 100``,
     ``n = 1024``, :math:`\mu = 0.1`, :math:`L = 1`, :math:`L_{cross} = 0.1`); benchopt's seed is 2442, the issue's
     measurements use 0. ``hypergradient`` is exact (linear solves), as benchopt's ``value`` metric
-    :math:`\|\nabla h(x)\|^2`.
+    :math:`\|\nabla h(x)\|^2`. ``jax=True``: the same instance with JAX-traceable levels (full-batch
+    quadratics in the mean matrices), for the solvers' ``backend="jax"``.
     """
     rng = np.random.RandomState(seed)
     for _ in range(20):
@@ -304,11 +329,11 @@ def benchopt_quadratic(dim_x: int = 100, dim_y: int = 100, n_samples: int = 1024
             break
     else:  # pragma: no cover
         raise RuntimeError("could not draw a hyper-objective with a positive definite Hessian in 20 trials")
-    return _quadratic_toy("benchopt-quadratic", up, low, ml, mu_, J, hess, dim_x, dim_y)
+    return _quadratic_toy("benchopt-quadratic", up, low, ml, mu_, J, hess, dim_x, dim_y, jax)
 
 
 def _quadratic_toy(name: str, up: _QuadraticData, low: _QuadraticData, ml: dict, mu_: dict, J: np.ndarray,
-                   hess: np.ndarray, dim_x: int, dim_y: int) -> BilevelToy:
+                   hess: np.ndarray, dim_x: int, dim_y: int, jax: bool = False) -> BilevelToy:
     def y_of_x(x: np.ndarray) -> np.ndarray:
         return -np.linalg.solve(ml["yy"], ml["ly"] + ml["xy"].T @ np.asarray(x))
 
@@ -318,8 +343,7 @@ def _quadratic_toy(name: str, up: _QuadraticData, low: _QuadraticData, ml: dict,
         return mu_["xx"] @ x + mu_["xy"] @ y + mu_["lx"] + J.T @ (mu_["yy"] @ y + mu_["xy"].T @ x + mu_["ly"])
 
     x_star = np.linalg.solve(hess, -hypergradient(np.zeros(dim_x)))
-    problem = BilevelProblem(_quadratic_sum(up, f"{name}_upper"), _quadratic_sum(low, f"{name}_lower"),
-                             x0=np.zeros(dim_x), y0=np.zeros(dim_y), name=name)
+    problem = _quadratic_problem(name, up, low, dim_x, dim_y, jax, name)
     y_star = y_of_x(x_star)
     return BilevelToy(name, problem, x_star, y_star, problem.upper.value(x_star, y_star),
                       y_of_x=y_of_x, hypergradient=hypergradient)

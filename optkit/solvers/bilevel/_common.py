@@ -515,6 +515,7 @@ def finish(
     hypergradient_norm: float | None,
     info: dict[str, Any] | None = None,
     compute_gap: bool = True,
+    backend: str = "numpy",
 ) -> Result:
     """Build the bilevel :class:`Result`: the pair ``(x, y)``, the upper objective, the computed lower-level gap,
     the constraint violation and the hypergradient-norm estimate (in ``info``), and the loop's record."""
@@ -549,7 +550,7 @@ def finish(
         history=outcome.history,
         wall_time=outcome.wall_time,
         method=method,
-        backend="numpy",
+        backend=backend,
         info=details,
     )
 
