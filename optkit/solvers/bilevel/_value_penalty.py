@@ -82,6 +82,7 @@ def run_value_penalty(
     extra_info: dict[str, Any],
     outer_rule: str = "secant",
     shared_inner: bool = False,
+    backend: str = "numpy",
 ) -> Result:
     r"""Run the penalty iteration. ``inner_steps=None``: adaptive accelerated inner solves (double loop);
     an int: that many plain projected-gradient steps per outer step with Lipschitz steps (F2SA / single loop).
@@ -91,7 +92,15 @@ def run_value_penalty(
     :math:`(x, y, z)`: 3 oracle calls per inner step, none extra for x). With a common step the difference
     :math:`(y - z)/\sigma` follows a gradient iteration on the linear system of implicit differentiation, so the
     inner errors are not amplified by :math:`1/\sigma` (exactly so for a quadratic lower level).
-    ``outer_rule``: ``"secant"`` or ``"bb"`` (see :func:`~optkit.solvers.bilevel._common.outer_step_rule`)."""
+    ``outer_rule``: ``"secant"`` or ``"bb"`` (see :func:`~optkit.solvers.bilevel._common.outer_step_rule`).
+
+    ``backend="jax"`` (deterministic fixed inner steps on a problem that
+    :func:`~optkit.solvers.bilevel._jax_common.jax_support` accepts; the caller checks): each outer iteration's inner
+    steps and the gradients at the returned pair are one compiled call
+    (:class:`~optkit.solvers.bilevel._value_penalty_jax.FixedInnerKernel`), the rest of the iteration is shared."""
+    if backend == "jax" and (inner_steps is None or batch_size is not None):
+        raise ValueError(f"{method} with backend='jax' runs deterministic fixed inner steps only (inner_steps set, "
+                         "batch_size=None): use backend='numpy'")
     oracles = Oracles(problem)
     feasible = LowerFeasibleSet(problem)
     rng, info = seed_info(seed)
@@ -107,7 +116,16 @@ def run_value_penalty(
     fixed_inner = inner_steps is not None
     shared = shared_inner and fixed_inner and not stochastic and not feasible.coupled
     lipschitz_f = lipschitz_F = 1.0
-    if fixed_inner:
+    kernel = None
+    if backend == "jax":
+        from optkit.solvers.bilevel._value_penalty_jax import fixed_inner_kernel
+
+        kernel = fixed_inner_kernel(problem, inner_steps, shared)
+        lipschitz_f, lipschitz_F, probes = kernel.curvature(x, y0)
+        oracles.counts["lower_grad"] += probes
+        oracles.counts["upper_grad"] += probes
+        pair = {"yz": kernel.start(y0)}
+    elif fixed_inner:
         lipschitz_f, probes_f = _curvature(problem.lower, x, y0, lower_sampler)
         lipschitz_F, probes_F = _curvature(problem.upper, x, y0, upper_sampler)
         oracles.counts["lower_grad"] += probes_f
@@ -125,6 +143,36 @@ def run_value_penalty(
 
     def objective_z(xk: np.ndarray) -> tuple[Callable[..., float], Callable[..., np.ndarray]]:
         return (lambda v: oracles.lower_value(xk, v)), (lambda v: oracles.lower_grad(xk, v, lower_sampler())[1])
+
+    def one_jax(k: int) -> tuple[dict[str, float], Status | None]:
+        xk, sigma = state["x"], sigma_of(k)
+        state["sigma"] = sigma
+        if shared:
+            beta_y = beta_z = 1.0 / (lipschitz_f + sigma * lipschitz_F)
+        else:
+            beta_y, beta_z = 1.0 / (sigma * lipschitz_F + lipschitz_f), 1.0 / lipschitz_f
+        yz, direction, r_y, r_z, ok, n_upper, n_lower = kernel(xk, pair["yz"], sigma, beta_y, beta_z)
+        counts = oracles.counts
+        counts["upper_grad"] += n_upper
+        counts["lower_grad"] += n_lower
+        if not ok:
+            return {"hypergradient_norm": math.nan, "inner_residual": math.nan}, Status.NUMERICAL_ERROR
+        pair["yz"] = yz
+        y_state.residual, z_state.residual = r_y, r_z
+        return x_step(k, xk, sigma, direction)
+
+    def x_step(k: int, xk: np.ndarray, sigma: float, direction: np.ndarray,
+               *arrays: np.ndarray) -> tuple[dict[str, float], Status | None]:
+        alpha = outer_step(xk, direction)
+        if step is not None and step_decay > 0:
+            alpha = step / (k + 1) ** step_decay
+        x_new = problem.x_set.project(xk - alpha * direction)
+        if not finite(x_new, direction, *arrays):
+            return {"hypergradient_norm": math.nan, "inner_residual": math.nan}, Status.NUMERICAL_ERROR
+        residual = float(np.linalg.norm(xk - x_new)) / alpha
+        state["x"], state["residual"] = x_new, residual
+        inner = max(y_state.residual, z_state.residual) / sigma
+        return {"hypergradient_norm": residual, "inner_residual": inner, "sigma": sigma}, None
 
     def one(k: int) -> tuple[dict[str, float], Status | None]:
         xk, sigma = state["x"], sigma_of(k)
@@ -172,20 +220,13 @@ def run_value_penalty(
             nu_y, mu_y = feasible.multipliers(xk, y, sigma * Fy + fy_y)
             nu_z, mu_z = feasible.multipliers(xk, z, fy_z)
             direction = direction + feasible.x_gradient(nu_y - nu_z, mu_y - mu_z) / sigma
-        alpha = outer_step(xk, direction)
-        if step is not None and step_decay > 0:
-            alpha = step / (k + 1) ** step_decay
-        x_new = problem.x_set.project(xk - alpha * direction)
-        if not finite(x_new, y, z, direction):
-            return {"hypergradient_norm": math.nan, "inner_residual": math.nan}, Status.NUMERICAL_ERROR
-        residual = float(np.linalg.norm(xk - x_new)) / alpha
-        state["x"], state["residual"] = x_new, residual
-        inner = max(y_state.residual, z_state.residual) / sigma
-        return {"hypergradient_norm": residual, "inner_residual": inner, "sigma": sigma}, None
+        return x_step(k, xk, sigma, direction, y, z)
+
+    iterate = one if kernel is None else one_jax
 
     def step_fn(budget: int) -> Step:
         before = oracles.oracle_calls
-        residuals, status = one(state["k"])
+        residuals, status = iterate(state["k"])
         state["k"] += 1
         if status is not None:
             return Step(1, residuals, status=status,
@@ -197,11 +238,18 @@ def run_value_penalty(
         at_final = r.get("sigma", math.inf) <= sigma_final * (1 + 1e-12)
         return at_final and r["hypergradient_norm"] <= tol and r["inner_residual"] <= tol
 
+    def current() -> tuple[np.ndarray, np.ndarray]:
+        if kernel is not None:
+            return state["x"].copy(), kernel.copies(pair["yz"])[0]
+        return state["x"].copy(), y_state.y.copy()
+
     outcome = drive(
         step_fn, converged=converged, max_iter=max_iter, method=method, time_limit=time_limit, callback=callback,
-        progress=progress, current=lambda: (state["x"].copy(), y_state.y.copy()),
+        progress=progress, current=current,
         stopping_rule=f"sigma = {sigma_final:g}, x gradient mapping <= {tol:g} and inner residual / sigma <= {tol:g}",
     )
+    if kernel is not None:
+        y_state.y, z_state.y = kernel.copies(pair["yz"])
     x_final, y_final = state["x"], y_state.y
     if not finite(x_final, y_final):
         x_final, y_final = problem.x0, problem.y0
@@ -211,4 +259,4 @@ def run_value_penalty(
     info["sigma"] = state["sigma"]
     info["z"] = z_state.y.copy()
     return finish(problem, method, x_final, y_final, outcome, oracles,
-                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info)
+                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info, backend=backend)

@@ -59,7 +59,7 @@ def _example() -> BilevelProblem:
     return t1().problem
 
 
-@register("f2sa", BilevelProblem, backends=("numpy",), stochastic=True, accepts=_accepts, example=_example)
+@register("f2sa", BilevelProblem, backends=("numpy", "jax"), stochastic=True, accepts=_accepts, example=_example)
 def f2sa(
     problem: BilevelProblem,
     *,
@@ -99,7 +99,14 @@ def f2sa(
         Outer step :math:`\xi_k` (``None``: secant estimate); with ``step_decay > 0``, ``step/(k+1)**step_decay``.
     batch_size
         Minibatch size (finite-sum problems); ``None``: full gradients.
-    time_limit, backend, callback, progress, seed
+    backend
+        ``"numpy"`` (the reference), ``"jax"`` or ``"auto"`` (NumPy unless JAX arrays are given). ``"jax"``: each
+        outer iteration's ``T`` steps of both copies and the gradients at the returned pair run as one compiled
+        call (:mod:`optkit.solvers.bilevel._value_penalty_jax`; same steps, same counts, iterates equal to the
+        NumPy backend's up to rounding), the outer loop is shared. It needs JAX-traceable levels, X = R^n or a
+        box, Y = R^m, no upper set and no coupled lower constraints, and deterministic runs: ``batch_size`` with
+        ``backend="jax"`` raises ``ValueError``.
+    time_limit, callback, progress, seed
         See :func:`optkit.solve`. Stochastic runs without ``seed`` use the fixed seed 0 and say so in ``info``.
 
     Examples
@@ -110,10 +117,19 @@ def f2sa(
     >>> bool(abs(result.x[0][0] - 0.5) < 1e-4)
     True
     """
-    resolve_backend(backend, ("numpy",))
+    chosen = resolve_backend(backend, f2sa.solver_info, problem.x0, problem.y0)
     reason = _accepts(problem)
     if reason is not None:
         raise ValueError(reason)
+    if chosen == "jax":
+        from optkit.solvers.bilevel._jax_common import jax_support
+
+        reason = jax_support(problem, "f2sa")
+        if reason is not None:
+            raise ValueError(reason)
+        if batch_size is not None:
+            raise ValueError("f2sa with backend='jax' runs deterministic full-gradient steps; batch_size="
+                             f"{batch_size!r} needs backend='numpy'")
     lambda_max = check_positive("lambda_max", lambda_max)
     if lambda0 is None:
         lambda0 = lambda_max / 10.0
@@ -139,5 +155,5 @@ def f2sa(
         problem, "f2sa", sigma_of=sigma_of, sigma_final=1.0 / lambda_max, tol=tol, max_iter=max_iter, step=step,
         step_decay=step_decay, inner_steps=inner_steps, inner_max=inner_steps, inner_rtol=1.0,
         batch_size=batch_size, time_limit=time_limit, callback=callback, progress=progress, seed=seed,
-        extra_info={"lambda": "lambda = 1/sigma", "lambda0": lambda0, "lambda_rate": lambda_rate},
+        extra_info={"lambda": "lambda = 1/sigma", "lambda0": lambda0, "lambda_rate": lambda_rate}, backend=chosen,
     )

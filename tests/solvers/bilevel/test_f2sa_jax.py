@@ -1,0 +1,187 @@
+"""``f2sa`` with ``backend="jax"``: the same iteration as the NumPy backend, one compiled call per outer step.
+
+References: the NumPy backend on the same instances (``t2(jax=False)`` and ``benchopt_quadratic(jax=False)`` are
+the instances of the ``jax=True`` variants, checked in ``test_jax_common.py``), and the closed forms ``x_star`` and
+``hypergradient`` of the quadratic toys.
+
+Tolerances. Both backends take the same steps from the same start with the same step sizes (the curvature probes
+are the same power iteration), so they stop at the same iteration with the same counts and their iterates differ
+by rounding only, amplified along the run by at most the contraction's condition: observed <= 2e-11 on t2 over
+5 000 outer steps, asserted to 1e-8. Against the closed form, F2SA stops at the minimiser of the penalised
+hyper-objective, whose distance to x* is the bias O(1/lambda) (Kwon et al. 2023, Lemma 3.1), plus tol/mu_h from
+the stopping rule (the x gradient mapping <= tol, mu_h the hyper-objective's strong convexity).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+import optkit  # noqa: E402
+from optkit.problems.bilevel import BilevelProblem  # noqa: E402
+from optkit.problems.library.bilevel_toys import benchopt_quadratic, t1, t2  # noqa: E402
+from optkit.problems.sets import Box, Simplex  # noqa: E402
+from optkit.solvers.bilevel._common import schedule  # noqa: E402
+from optkit.solvers.bilevel._value_penalty import run_value_penalty  # noqa: E402
+
+
+def _calls(result: optkit.Result) -> tuple[int, int]:
+    return int(result.counts["upper_grad"]), int(result.counts["lower_grad"])
+
+
+def _same_run(jax_result: optkit.Result, numpy_result: optkit.Result, atol: float = 1e-8) -> None:
+    assert jax_result.backend == "jax" and numpy_result.backend == "numpy"
+    assert jax_result.status is numpy_result.status
+    # the same iteration; the stop can move by a few steps when the inner residual (r / sigma: rounding in y
+    # times lambda) creeps across tol slowly (benchopt 20 x 20, lambda = 1e5: 3 072 against 3 068)
+    assert abs(jax_result.nit - numpy_result.nit) <= 2 + 0.005 * numpy_result.nit
+    if jax_result.nit == numpy_result.nit:
+        assert _calls(jax_result) == _calls(numpy_result)
+    np.testing.assert_allclose(jax_result.x[0], numpy_result.x[0], rtol=0, atol=atol)
+    np.testing.assert_allclose(jax_result.x[1], numpy_result.x[1], rtol=0, atol=atol)
+    np.testing.assert_allclose(jax_result.info["z"], numpy_result.info["z"], rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("inner_steps", [2, 10])
+def test_t2_matches_numpy_backend_and_closed_form(inner_steps: int) -> None:
+    # lambda ramps 1e4 -> 1e5 over the first 10 steps (the schedule's sigma changes between compiled calls)
+    options = dict(lambda0=1e4, lambda_max=1e5, lambda_rate=1.0, inner_steps=inner_steps)
+    traced, plain = t2(jax=True), t2()
+    got = optkit.solve(traced.problem, "f2sa", backend="jax", **options)
+    want = optkit.solve(plain.problem, "f2sa", **options)
+    assert got.status is optkit.Status.CONVERGED
+    _same_run(got, want)
+    # counts: 9 + 9 probe gradients, then per outer step T z-steps (f), T y-steps (F and f), 3 at the returned pair
+    T = inner_steps
+    for result in (got, want):
+        k = result.nit
+        assert _calls(result) == (9 + (T + 1) * k, 9 + (2 * T + 2) * k)
+        assert result.info["oracle_calls"] == 18 + (3 * T + 3) * k
+    # bias O(1/lambda) = O(1e-5) (measured on t2: |x - x*| ~ 1.9/lambda, |grad h| ~ 0.7/lambda)
+    assert np.linalg.norm(got.x[0] - traced.x_star) <= 1e-4
+    assert np.linalg.norm(traced.hypergradient(got.x[0])) <= 5e-5
+
+
+def test_benchopt_fixed_lambda_matches_numpy_and_closed_form() -> None:
+    # the benchmark's setting (fixed lambda = 1e5, T = 2) on a small instance of benchopt's recipe
+    options = dict(lambda0=1e5, lambda_max=1e5, inner_steps=2)
+    traced, plain = benchopt_quadratic(20, 20, 128, jax=True), benchopt_quadratic(20, 20, 128)
+    got = optkit.solve(traced.problem, "f2sa", backend="jax", **options)
+    want = optkit.solve(plain.problem, "f2sa", **options)
+    assert got.status is optkit.Status.CONVERGED
+    _same_run(got, want)
+    assert _calls(got) == (9 + 3 * got.nit, 9 + 6 * got.nit)
+    # bias O(1/lambda) (measured: |x - x*| ~ 20/lambda, |grad h| ~ 2.5/lambda on this instance)
+    assert np.linalg.norm(traced.hypergradient(got.x[0])) <= 1e-4
+    assert np.linalg.norm(got.x[0] - traced.x_star) <= 1e-3
+
+
+def _box_problem(traced: bool) -> BilevelProblem:
+    # a quadratic bilevel problem whose unconstrained x* lies outside [-0.5, 0.5]^2: the box is active
+    K = np.array([[1.0, 0.3], [-0.2, 0.8]])
+    target = np.array([2.0, -1.5])
+    if traced:
+        def upper(x, y):
+            return 0.5 * jnp.sum((y - target) ** 2) + 0.05 * jnp.sum(x**2)
+
+        def lower(x, y):
+            return 0.5 * jnp.sum((y - K @ x) ** 2) + 0.1 * jnp.sum(y**2)
+
+        return BilevelProblem(upper, lower, x0=np.zeros(2), y0=np.zeros(2), x_set=Box(-0.5, 0.5, dim=2))
+    from optkit.problems.functions import Function
+
+    def upper_value(v):
+        x, y = v[:2], v[2:]
+        return 0.5 * float(np.sum((y - target) ** 2)) + 0.05 * float(np.sum(x**2))
+
+    def upper_grad(v):
+        x, y = v[:2], v[2:]
+        return np.concatenate([0.1 * x, y - target])
+
+    def lower_value(v):
+        x, y = v[:2], v[2:]
+        return 0.5 * float(np.sum((y - K @ x) ** 2)) + 0.1 * float(np.sum(y**2))
+
+    def lower_grad(v):
+        x, y = v[:2], v[2:]
+        r = y - K @ x
+        return np.concatenate([-K.T @ r, r + 0.2 * y])
+
+    return BilevelProblem(Function(upper_value, grad=upper_grad), Function(lower_value, grad=lower_grad),
+                          x0=np.zeros(2), y0=np.zeros(2), x_set=Box(-0.5, 0.5, dim=2))
+
+
+def test_box_x_matches_numpy_backend() -> None:
+    options = dict(lambda_max=1e4, inner_steps=3)
+    got = optkit.solve(_box_problem(True), "f2sa", backend="jax", **options)
+    want = optkit.solve(_box_problem(False), "f2sa", **options)
+    assert got.status is optkit.Status.CONVERGED
+    _same_run(got, want)
+    assert np.all(np.abs(got.x[0]) <= 0.5) and np.max(np.abs(got.x[0])) == pytest.approx(0.5)
+
+
+def test_penalty_shared_inner_engine_matches_numpy() -> None:
+    # the engine's Jacobi mode (penalty's fixed inner steps) has a JAX kernel too (penalty.py wires its backends)
+    def run(toy, backend):
+        return run_value_penalty(
+            toy.problem, "penalty", sigma_of=lambda k: schedule(1e-4, 1e-4, k, kind="geometric", rate=0.5),
+            sigma_final=1e-4, tol=1e-6, max_iter=20_000, step=None, step_decay=0.0, inner_steps=2, inner_max=2,
+            inner_rtol=1.0, batch_size=None, time_limit=None, callback=None, progress=False, seed=None,
+            extra_info={}, outer_rule="bb", shared_inner=True, backend=backend)
+
+    got, want = run(t2(jax=True), "jax"), run(t2(), "numpy")
+    assert got.status is optkit.Status.CONVERGED
+    _same_run(got, want)
+    assert _calls(got) == (9 + 2 * got.nit, 9 + 4 * got.nit)
+
+
+def test_loop_contract_on_jax_backend() -> None:
+    toy = t2(jax=True)
+    result = optkit.solve(toy.problem, "f2sa", backend="jax", max_iter=1, tol=1e-300)
+    assert result.status is optkit.Status.MAX_ITER and result.nit == 1
+    seen = []
+
+    def stop(state):
+        seen.append((state.x[0].copy(), state.x[1].copy()))
+        return len(seen) >= 3
+
+    result = optkit.solve(toy.problem, "f2sa", backend="jax", callback=stop)
+    assert result.status is optkit.Status.CALLBACK_STOP and len(seen) == 3
+    assert isinstance(seen[-1][1], np.ndarray) and seen[-1][1].dtype == np.float64
+    np.testing.assert_array_equal(result.x[0], seen[-1][0])
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+def test_non_finite_iterate_is_reported() -> None:
+    # a fixed outer step far beyond 2/L_h diverges: NUMERICAL_ERROR with the last finite iterate
+    result = optkit.solve(t2(jax=True).problem, "f2sa", backend="jax", step=1e7, max_iter=2000)
+    assert result.status is optkit.Status.NUMERICAL_ERROR
+    assert np.all(np.isfinite(result.x[0])) and np.all(np.isfinite(result.x[1]))
+
+
+def test_refusals() -> None:
+    toy = t2(jax=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        optkit.solve(toy.problem, "f2sa", backend="jax", batch_size=8)
+    with pytest.raises(ValueError, match="JAX-traceable"):
+        optkit.solve(t1().problem, "f2sa", backend="jax")
+
+    def F(x, y):
+        return jnp.sum(x**2) + jnp.sum(y**2)
+
+    simplex_y = BilevelProblem(F, F, x0=np.zeros(2), y0=np.full(2, 0.5), y_set=Simplex(2))
+    with pytest.raises(ValueError, match="Y = R"):
+        optkit.solve(simplex_y, "f2sa", backend="jax")
+    with pytest.raises(ValueError, match="fixed inner steps"):
+        run_value_penalty(
+            toy.problem, "penalty", sigma_of=lambda k: 1e-3, sigma_final=1e-3, tol=1e-6, max_iter=10, step=None,
+            step_decay=0.0, inner_steps=None, inner_max=10, inner_rtol=0.1, batch_size=None, time_limit=None,
+            callback=None, progress=False, seed=None, extra_info={}, backend="jax")
+
+
+def test_auto_backend_stays_numpy() -> None:
+    result = optkit.solve(t2(jax=True).problem, "f2sa", inner_steps=2, max_iter=3, tol=1e-300)
+    assert result.backend == "numpy"
