@@ -43,6 +43,7 @@ from optkit.solvers.bilevel._common import (
     probe_lipschitz,
     schedule,
 )
+from optkit.solvers.bilevel._jax_common import jax_support
 from optkit.solvers.bilevel._value_penalty import (
     affine_coupling_only,
     run_value_penalty,
@@ -65,7 +66,7 @@ def _example() -> BilevelProblem:
 
 
 @register(
-    "penalty", BilevelProblem, backends=("numpy",), default=True, stochastic=True, accepts=_accepts, example=_example
+    "penalty", BilevelProblem, backends=("numpy", "jax"), default=True, stochastic=True, accepts=_accepts, example=_example
 )
 def penalty(
     problem: BilevelProblem,
@@ -127,7 +128,14 @@ def penalty(
         ``"nonmonotone_bb"`` is asked) or ``"bb"``: plain Barzilai–Borwein long steps, no safeguard (for smooth
         strongly convex hyper-objectives, e.g. ``sigma0=sigma``, ``inner_steps=2`` on the benchopt quadratic).
         Ignored when ``step`` is given.
-    time_limit, backend, callback, progress, seed
+    backend
+        ``"numpy"`` (``"auto"`` picks it), or ``"jax"``: the same default loop (Python outer steps, shared code) with
+        each inner solve of the copies one compiled ``lax.while_loop`` (:mod:`optkit.solvers.bilevel._penalty_jax`;
+        same steps, stopping tests and oracle counts, iterates equal up to rounding). It needs JAX-traceable levels,
+        X = R^n or a box, Y = R^m and no coupled constraints (``ValueError`` with the reason otherwise), and runs the
+        default deterministic loop only: ``batch_size``, ``inner_steps``, ``step`` and ``outer_step`` other than
+        ``"nonmonotone_bb"`` raise ``ValueError`` with ``backend="jax"``.
+    time_limit, callback, progress, seed
         See :func:`optkit.solve`. Stochastic runs without ``seed`` use the fixed seed 0 and say so in ``info``.
 
     Returns
@@ -145,7 +153,7 @@ def penalty(
     >>> bool(abs(result.x[0][0] - 0.5) < 1e-4)
     True
     """
-    resolve_backend(backend, ("numpy",))
+    chosen = resolve_backend(backend, penalty.solver_info)
     reason = _accepts(problem)
     if reason is not None:
         raise ValueError(reason)
@@ -181,11 +189,24 @@ def penalty(
     def sigma_of(k: int) -> float:
         return schedule(sigma0, sigma, k, kind="geometric", rate=sigma_decay)
 
+    start_copies = None
+    if chosen == "jax":
+        reason = jax_support(problem, "penalty")
+        if reason is not None:
+            raise ValueError(reason)
+        if not default_loop or batch_size is not None:
+            raise ValueError(
+                "penalty with backend='jax' runs the default deterministic loop only (outer_step='nonmonotone_bb' "
+                f"with step=None, inner_steps=None, batch_size=None); got outer_step={outer_step!r}, step={step!r}, "
+                f"inner_steps={inner_steps!r}, batch_size={batch_size!r}: use backend='numpy' for the stochastic, "
+                "fixed-step and secant variants")
+        from optkit.solvers.bilevel._penalty_jax import start_copies
     if default_loop:
         return _run_deterministic(problem, sigma_of=sigma_of, sigma_final=sigma, tol=tol, max_iter=max_iter,
                                   inner_max=inner_max, inner_rtol=inner_rtol, time_limit=time_limit,
                                   callback=callback, progress=progress,
-                                  info={"variant": "double loop", "outer_step": "nonmonotone_bb"})
+                                  info={"variant": "double loop", "outer_step": "nonmonotone_bb"},
+                                  start_copies=start_copies, backend=chosen)
     if outer_step == "nonmonotone_bb":
         outer_step = "secant"
     variant = "double loop" if inner_steps is None else ("single loop" if inner_steps == 1 else "fixed inner steps")
@@ -222,13 +243,19 @@ def _identity(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def _bb_next(s: np.ndarray, sd: float, alpha: float, g_new: np.ndarray) -> float:
+def _bb_next(s: np.ndarray, sd: float, alpha: float, g_new: np.ndarray,
+             projected: np.ndarray | None = None) -> float:
     r"""The BB1 step :math:`\|s\|^2/\langle s, d\rangle` (the previous one when :math:`\langle s, d\rangle \le 0`),
     clipped to [1e-10, 1e10] and so that the next move :math:`\alpha\|g\|` is at most ``_GROWTH`` times the last
-    one: BB steps from poorly sampled curvature can otherwise leap across basins of a nonconvex hyper-objective."""
+    one: BB steps from poorly sampled curvature can otherwise leap across basins of a nonconvex hyper-objective.
+
+    On a constrained X the move is measured by ``projected``, the gradient mapping
+    :math:`(x - P_X(x - \alpha g))/\alpha` at the new point: with :math:`\|g\|` (which counts the components
+    held at active bounds) the cap shrank the step geometrically to the 1e-10 floor and the run stalled (a box
+    active at the solution of T2)."""
     ss = float(s @ s)
     bb = ss / sd if sd > 0 and math.isfinite(sd) else alpha
-    norm = _norm(g_new)
+    norm = _norm(g_new if projected is None else projected)
     if norm > 0 and ss > 0:
         bb = min(bb, _GROWTH * math.sqrt(ss) / norm)
     return min(max(bb, _BB_MIN), _BB_MAX)
@@ -277,10 +304,31 @@ class _Copies:
         self._last: tuple | None = None
         self._work = np.empty((4, y.shape[0]))
 
-    def solve(self, x: np.ndarray, sigma: float, target: float, max_steps: int,
-              min_steps: int = 0) -> dict[str, np.ndarray]:
+    @classmethod
+    def start(cls, oracles: Oracles, feasible: LowerFeasibleSet, x: np.ndarray, y0: np.ndarray) -> _Copies:
+        """Probe the curvature constants :math:`L_f, L_F` at ``(x, y0)`` (:func:`probe_lipschitz`, 9 gradients of
+        each level) and start both copies at ``y0``."""
+        problem = oracles.problem
+        lipschitz_f = probe_lipschitz(lambda v: problem.lower.grad_y(x, v), y0)
+        lipschitz_F = probe_lipschitz(lambda v: problem.upper.grad_y(x, v), y0)
+        oracles.counts["lower_grad"] += 9
+        oracles.counts["upper_grad"] += 9
+        return cls(oracles, feasible, y0, lipschitz_f, lipschitz_F)
+
+    def values(self, x: np.ndarray) -> tuple[float, float, float]:
+        """The three function values of the merit: :math:`F(x, y), f(x, y), f(x, z)` at the copies."""
+        oracles = self.oracles
+        return oracles.upper_value(x, self.y), oracles.lower_value(x, self.y), oracles.lower_value(x, self.z)
+
+    def finite(self) -> bool:
+        """Whether both copies are finite."""
+        return finite(self.y, self.z)
+
+    def solve(self, x: np.ndarray, sigma: float, target: float, max_steps: int, min_steps: int = 0,
+              values: bool = False) -> dict[str, np.ndarray]:
         """Iterate at fixed ``(x, sigma)`` until :math:`\\max(r_z, r_d) \\le` ``target`` (gradient mappings of z and
-        of d, see :func:`penalty`) or ``max_steps``; returns the gradients at the final evaluation points."""
+        of d, see :func:`penalty`) or ``max_steps``; returns the gradients at the final evaluation points.
+        (``values``: that :meth:`values` follows; used by the JAX copies to compute them in the same call.)"""
         oracles = self.oracles
         upper_grad, counts, lower_pair = oracles.upper_grad, oracles.counts, oracles.problem.lower.grad_pair
         upper, lower = oracles.problem.upper, oracles.problem.lower
@@ -416,8 +464,13 @@ class _Copies:
 
 def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: float, tol: float, max_iter: int,
                        inner_max: int, inner_rtol: float, time_limit: float | None, callback: Any, progress: bool,
-                       info: dict[str, Any]) -> Result:
+                       info: dict[str, Any], start_copies: Any = None, backend: str = "numpy") -> Result:
     r"""The default deterministic double loop: :class:`_Copies` inner solves, Barzilai–Borwein steps on x.
+
+    ``start_copies(oracles, feasible, x, y0)`` builds the copies (:meth:`_Copies.start`, the default, or
+    :func:`optkit.solvers.bilevel._penalty_jax.start_copies` for ``backend="jax"``): this loop only calls their
+    ``solve``, ``values``, ``finite``, ``save`` and ``restore`` and reads ``y``, ``z``, ``r_z``, ``r_d`` and the
+    curvature constants, so both backends share it.
 
     The penalty function is evaluated at the inner iterates as
 
@@ -449,21 +502,16 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
     # X = R^n: the identity (its arguments are always new arrays, x - alpha g)
     project_x = _identity if type(problem.x_set) is Reals else problem.x_set.project
     y0 = feasible.project(x, problem.y0)
-    lipschitz_f = probe_lipschitz(lambda v: problem.lower.grad_y(x, v), y0)
-    lipschitz_F = probe_lipschitz(lambda v: problem.upper.grad_y(x, v), y0)
-    oracles.counts["lower_grad"] += 9
-    oracles.counts["upper_grad"] += 9
-    copies = _Copies(oracles, feasible, y0, lipschitz_f, lipschitz_F)
+    copies = (start_copies or _Copies.start)(oracles, feasible, x, y0)
     state: dict[str, Any] = {"x": x, "k": 0, "residual": math.inf, "smallest": math.inf, "backtracks": 0, "rollbacks": 0,
                              "mode": "fast" if _WATCHDOG > 0 else "line search", "sigma": None}
 
     def evaluate(xk: np.ndarray, sigma: float, rtol: float = inner_rtol,
                  min_steps: int = 0) -> tuple[np.ndarray, float, float, tuple[float, float, float]]:
         target = max(1e-14, rtol * state["smallest"])
-        grads = copies.solve(xk, sigma, target, inner_max, min_steps)
-        y, z = copies.y, copies.z
+        grads = copies.solve(xk, sigma, target, inner_max, min_steps, values=True)
         direction = direction_of(xk, sigma, grads)
-        parts = (oracles.upper_value(xk, y), oracles.lower_value(xk, y), oracles.lower_value(xk, z))
+        parts = copies.values(xk)
         return direction, merit(parts, sigma), max(copies.r_z, copies.r_d), parts
 
     def direction_of(xk: np.ndarray, sigma: float, grads: dict[str, np.ndarray]) -> np.ndarray:
@@ -473,6 +521,12 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
             nu_z, mu_z = feasible.multipliers(xk, copies.z, grads["fy_z"])
             direction = direction + feasible.x_gradient(nu_y - nu_z, mu_y - mu_z) / sigma
         return direction
+
+    def projected(xk: np.ndarray, g: np.ndarray, alpha: float) -> np.ndarray | None:
+        # the gradient mapping that _bb_next's growth cap measures moves by (None on R^n: the gradient itself)
+        if project_x is _identity:
+            return None
+        return (xk - project_x(xk - alpha * g)) / alpha
 
     def merit(parts: tuple[float, float, float], sigma: float) -> float:
         return parts[0] + (parts[1] - parts[2]) / sigma
@@ -500,11 +554,11 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
         grads = copies.solve(x_new, sigma, 0.0, _FAST_STEPS, _FAST_STEPS)
         g_new = direction_of(x_new, sigma, grads)
         inner = max(copies.r_z, copies.r_d)
-        if not finite(x_new, g_new, copies.y, copies.z):
+        if not (finite(x_new, g_new) and copies.finite()):
             return rollback(sigma, before)
         s, d = x_new - x, g_new - g
         sd = float(s @ d)
-        next_alpha = _bb_next(s, sd, alpha, g_new)
+        next_alpha = _bb_next(s, sd, alpha, g_new, projected(x_new, g_new, alpha))
         residual = _norm(x_new - project_x(x_new - next_alpha * g_new)) / next_alpha
         state.update(x=x_new, g=g_new, alpha=next_alpha, residual=residual, inner=inner)
         state["smallest"] = min(state["smallest"], residual)
@@ -567,22 +621,22 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
             x_new = project_x(x - alpha * g)
             for rtol, min_steps in ((inner_rtol, _MIN_INNER), (_REFINE * inner_rtol, 0)):
                 g_new, value, inner, parts = evaluate(x_new, sigma, rtol, min_steps)
-                ok = finite(x_new, g_new, copies.y, copies.z) and math.isfinite(value)
+                ok = (finite(x_new, g_new) and copies.finite()) and math.isfinite(value)
                 if ok:
                     # rounding in (f(y) - f(z))/sigma and the inner errors: a relative slack
                     slack = 1e-12 * (1.0 + abs(reference)) + 1e-14 * (abs(parts[1]) + abs(parts[2])) / sigma
                     ok = value <= reference + _NM_GAMMA * float(g @ (x_new - x)) + slack
-                if ok or not finite(x_new, g_new, copies.y, copies.z):
+                if ok or not (finite(x_new, g_new) and copies.finite()):
                     break
             if ok or attempt == _NM_MAX_BACKTRACKS:
                 break
             alpha *= 0.5  # the copies keep the trial's inner progress as the next warm start
             state["backtracks"] += 1
-        if not (finite(x_new, g_new, copies.y, copies.z) and math.isfinite(value)):
+        if not ((finite(x_new, g_new) and copies.finite()) and math.isfinite(value)):
             return failure()
         s, d = x_new - x, g_new - g
         sd = float(s @ d)
-        next_alpha = _bb_next(s, sd, alpha, g_new)
+        next_alpha = _bb_next(s, sd, alpha, g_new, projected(x_new, g_new, alpha))
         residual = _norm(x_new - project_x(x_new - next_alpha * g_new)) / next_alpha
         state.update(x=x_new, g=g_new, alpha=next_alpha, residual=residual, inner=inner, parts=parts)
         state["smallest"] = min(state["smallest"], residual)
@@ -609,4 +663,4 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
                 rollbacks=state["rollbacks"], final_mode=state["mode"],
                 lower_lipschitz=copies.lipschitz_f, upper_lipschitz=copies.lipschitz_F)
     return finish(problem, "penalty", x_final, y_final, outcome, oracles,
-                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info)
+                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info, backend=backend)

@@ -1,0 +1,287 @@
+r"""The ``backend="jax"`` inner work of the ``"penalty"`` solver's default deterministic loop (imported only when it
+runs).
+
+:class:`JaxCopies` has the interface of :class:`optkit.solvers.bilevel.penalty._Copies` (``solve``, ``values``,
+``finite``, ``save``, ``restore``, the attributes ``y``, ``z``, ``r_z``, ``r_d``, ``lipschitz_f``,
+``lipschitz_F``), so that :func:`optkit.solvers.bilevel.penalty._run_deterministic` (watchdog Barzilai–Borwein
+steps, non-monotone line search, history, callback) runs unchanged on it. Each ``solve`` is one compiled call:
+a ``lax.while_loop`` over the common accelerated step of the two lower copies :math:`y` (of
+:math:`\sigma F + f`) and :math:`z` (of :math:`f`),
+
+.. math::
+
+    \beta = \frac{1}{L_f + \sigma L_F},\qquad
+    y^+ = v_y - \beta(\sigma\nabla_y F(x, v_y) + \nabla_y f(x, v_y)),\qquad
+    z^+ = v_z - \beta\nabla_y f(x, v_z),
+
+with the secant curvature update of :math:`L_f, L_F` (momentum restarted when raised), the gradient-mapping
+norms :math:`r_y, r_z, r_d = \|\beta(g_y - g_z)\|/(\beta\sigma)`, the stopping test
+:math:`\max(r_z, r_d) \le` target, the O'Donoghue & Candès (2015) gradient restart and the FISTA momentum, as
+:func:`optkit.kernels.numba_bilevel.copies_step` and the NumPy reference in ``_Copies.solve``; then the x-blocks
+of :math:`\nabla F(x, y)`, :math:`\nabla f(x, y)`, :math:`\nabla f(x, z)` at the returned points. The three
+function values of the merit :math:`\hat\psi_\sigma` are one more compiled call, and the start's curvature probes
+(power iterations on gradient differences, :func:`optkit.solvers.bilevel._common.probe_lipschitz`) one more.
+
+Counting is the NumPy backend's: each evaluation of the copies is one upper and two lower gradients (the
+x-blocks at the returned point are the other halves of gradients already counted), each probe 9 gradients of each
+level, each merit 1 upper and 2 lower values. The gradient reuse of ``_Copies`` is kept: a solve re-entered at
+the same ``x`` (the same array) from the points where the previous one returned starts from its gradients.
+
+The compiled programs depend only on the problem's levels and sizes; they are built once per problem (a weak
+cache: problems are immutable), so repeated solves do not recompile.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+import numpy as np
+
+from optkit.problems.bilevel import BilevelProblem
+from optkit.solvers.bilevel._common import LowerFeasibleSet, Oracles
+from optkit.solvers.bilevel._jax_common import jax_levels, x64
+
+__all__ = ["JaxCopies", "start_copies"]
+
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+# layout of the packed scalar input of the solve program
+_SIGMA, _TARGET, _LF, _LF_UPPER, _T, _MAX_STEPS, _MIN_STEPS, _USE_CACHE, _WANT_VALUES = range(9)
+# layout of the packed host output: 9 scalars, the 3 merit values (zeros unless asked), then the x-blocks (3, n),
+# then the rows y, z (2, m)
+_N_INFO = 12
+
+
+def _programs(problem: BilevelProblem) -> tuple[Any, Any, Any]:
+    programs = _PROGRAMS.get(problem)
+    if programs is None:
+        with x64():
+            programs = _build(problem)
+        _PROGRAMS[problem] = programs
+    return programs
+
+
+def _build(problem: BilevelProblem) -> tuple[Any, Any, Any]:
+    """The three jitted programs ``(solve, values, probe)`` for ``problem``'s levels."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    F, f = jax_levels(problem)
+    upper_grad_y, lower_grad_y = jax.grad(F, argnums=1), jax.grad(f, argnums=1)
+    upper_grad_x, lower_grad_x = jax.grad(F, argnums=0), jax.grad(f, argnums=0)
+
+    def norm(v: Any) -> Any:
+        return jnp.sqrt(jnp.dot(v, v))
+
+    def values(x: Any, state: Any) -> Any:
+        return jnp.stack((F(x, state[0]), f(x, state[0]), f(x, state[1])))
+
+    def solve(x: Any, state: Any, cached: Any, scalars: Any) -> tuple[Any, Any, Any]:
+        # state rows: y, z (last gradient-step points), vy, vz (evaluation points); cached rows: the y-blocks
+        # F_y(x, vy), f_y(x, vy), f_y(x, vz) when scalars[_USE_CACHE] says they are those of this (x, vy, vz)
+        sigma, target = scalars[_SIGMA], scalars[_TARGET]
+        max_steps = scalars[_MAX_STEPS].astype(jnp.int32)
+        min_steps = scalars[_MIN_STEPS].astype(jnp.int32)
+        want_values = scalars[_WANT_VALUES] > 0
+        m = state.shape[1]
+        dtype = state.dtype
+
+        def evaluate(vy: Any, vz: Any) -> Any:
+            return jnp.stack((upper_grad_y(x, vy), lower_grad_y(x, vy), lower_grad_y(x, vz)))
+
+        def cond(c: tuple) -> Any:
+            return ~c[-1]
+
+        # everything, the x-blocks and values at the end included, runs inside the loop: XLA's CPU runtime runs the
+        # same operations several times slower at the top level of a program than in a while body
+        def body(c: tuple) -> tuple:
+            (steps, y, z, vy, vz, t, lip_f, lip_F, previous, grads, have, evals, packed, host, _) = c
+            grads = lax.cond(have, lambda: grads, lambda: evaluate(vy, vz))
+            evals = evals + jnp.where(have, 0, 1)
+            gy = sigma * grads[0] + grads[1]
+            gz = grads[2]
+            # secant curvature between consecutive evaluation points of either copy (not at the first step)
+            later = steps > 0
+            dz = norm(vz - previous[1])
+            est = norm(gz - previous[3]) / jnp.where(dz > 0, dz, 1.0)
+            raise_f = later & (dz > 0) & jnp.isfinite(est) & (est > lip_f)
+            lip_f = jnp.where(raise_f, 1.1 * est, lip_f)
+            dy = norm(vy - previous[0])
+            est = norm(gy - previous[2]) / jnp.where(dy > 0, dy, 1.0)
+            raise_F = later & (dy > 0) & jnp.isfinite(est) & (est > lip_f + sigma * lip_F)
+            lip_F = jnp.where(raise_F, 1.1 * (est - lip_f) / sigma, lip_F)
+            raised = raise_f | raise_F
+            t_step = jnp.where(raised, 1.0, t)
+            beta = 1.0 / (lip_f + sigma * lip_F)
+            step_y, step_z = beta * gy, beta * gz
+            y_new, z_new = vy - step_y, vz - step_z
+            r_y = norm(step_y) / beta
+            r_z = norm(step_z) / beta
+            r_d = norm(step_y - step_z) / (beta * sigma)
+            # O'Donoghue & Candes (2015) gradient restart on the stacked (y, z)
+            restart = jnp.dot(step_y, y_new - y) + jnp.dot(step_z, z_new - z) > 0
+            t_new = jnp.where(restart, 1.0, 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t_step * t_step)))
+            momentum = (jnp.where(restart, 1.0, t_step) - 1.0) / t_new
+            vy_new = y_new + momentum * (y_new - y)
+            vz_new = z_new + momentum * (z_new - z)
+            bad = ~jnp.isfinite(r_y + r_z)
+            stop = bad | ((jnp.maximum(r_z, r_d) <= target) & (steps >= min_steps)) | (steps == max_steps)
+            # the state _Copies.solve leaves: after a raise the next solve starts from the last gradient-step
+            # points; a stop returns the evaluation points (momentum reset); a non-finite step changes nothing else
+            start_y, start_z = jnp.where(raised, y, vy), jnp.where(raised, z, vz)
+            y_out = jnp.where(stop, jnp.where(bad, y, vy), y_new)
+            z_out = jnp.where(stop, jnp.where(bad, z, vz), z_new)
+            vy_out = jnp.where(stop, start_y, vy_new)
+            vz_out = jnp.where(stop, start_z, vz_new)
+            t_out = jnp.where(stop, jnp.where(bad, jnp.where(raised, 1.0, t), 1.0), t_new)
+            previous = jnp.stack((vy, vz, gy, gz))
+
+            def finish() -> tuple:
+                # the x-blocks at the evaluation points, the merit values at the returned copies (when asked)
+                blocks_x = jnp.stack((upper_grad_x(x, vy), lower_grad_x(x, vy), lower_grad_x(x, vz)))
+                copies = jnp.stack((y_out, z_out))
+                parts = lax.cond(want_values, lambda: values(x, copies), lambda: jnp.zeros(3, dtype))
+                info = jnp.stack((t_out, lip_f, lip_F, r_y, r_z, r_d, evals.astype(dtype), (~raised).astype(dtype),
+                                  jnp.all(jnp.isfinite(copies)).astype(dtype)))
+                return (jnp.stack((y_out, z_out, vy_out, vz_out)),
+                        jnp.concatenate((info, parts, blocks_x.ravel(), y_out, z_out)))
+
+            packed, host = lax.cond(stop, finish, lambda: (packed, host))
+            return (steps + 1, y_out, z_out, vy_out, vz_out, t_out, lip_f, lip_F, previous, grads,
+                    jnp.asarray(False), evals, packed, host, stop)
+
+        y, z, vy, vz = state[0], state[1], state[2], state[3]
+        n = x.shape[0]
+        carry = (jnp.asarray(0, jnp.int32), y, z, vy, vz, scalars[_T], scalars[_LF], scalars[_LF_UPPER],
+                 jnp.zeros((4, m), dtype), cached, scalars[_USE_CACHE] > 0, jnp.asarray(0, jnp.int32), state,
+                 jnp.zeros(_N_INFO + 3 * n + 2 * m, dtype), jnp.asarray(False))
+        out = lax.while_loop(cond, body, carry)
+        return out[12], out[9], out[13]
+
+    def probe(x: Any, y: Any, v: Any) -> Any:
+        # probe_lipschitz for both levels: 8 power iterations on (grad(y + h v) - grad(y))/h, stopped at a zero or
+        # non-finite estimate; times 1.1
+        h = 1e-4 * jnp.maximum(1.0, norm(y))
+
+        def one(grad: Any) -> Any:
+            g0 = grad(x, y)
+
+            def cond(c: tuple) -> Any:
+                return (c[0] < 8) & ~c[3]
+
+            def body(c: tuple) -> tuple:
+                i, w_prev, _, _ = c
+                w = (grad(x, y + h * w_prev) - g0) / h
+                estimate = norm(w)
+                stop = (estimate == 0.0) | ~jnp.isfinite(estimate)
+                return i + 1, jnp.where(stop, w_prev, w / jnp.where(stop, 1.0, estimate)), estimate, stop
+
+            estimate = lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), v, jnp.asarray(1e-12, y.dtype),
+                                                   jnp.asarray(False)))[2]
+            return 1.1 * jnp.maximum(estimate, 1e-12)
+
+        return jnp.stack((one(lower_grad_y), one(upper_grad_y)))
+
+    return jax.jit(solve), jax.jit(values), jax.jit(probe)
+
+
+def start_copies(oracles: Oracles, feasible: LowerFeasibleSet, x: np.ndarray, y0: np.ndarray) -> JaxCopies:
+    r"""Probe the curvature constants :math:`L_f, L_F` at ``(x, y0)`` (9 gradients of each level, counted) and
+    start the copies there (the JAX counterpart of ``_Copies.start``)."""
+    solve, values, probe = _programs(oracles.problem)
+    rng = np.random.default_rng(1)  # the probe direction of probe_lipschitz
+    v = rng.standard_normal(y0.size)
+    v /= np.linalg.norm(v)
+    with x64():
+        lipschitz_f, lipschitz_F = np.asarray(probe(x, y0, v)).tolist()
+    oracles.counts["lower_grad"] += 9
+    oracles.counts["upper_grad"] += 9
+    return JaxCopies(oracles, (solve, values), x.size, y0, lipschitz_f, lipschitz_F)
+
+
+class JaxCopies:
+    r"""The two lower copies of the penalty method's default loop, advanced by compiled JAX programs.
+
+    State: ``_state`` (a device array with rows :math:`y, z, v_y, v_z`), the momentum parameter ``t``, the
+    curvature constants, the last gradient-mapping norms, and host copies of ``y`` and ``z``. ``_last`` keys the
+    gradient reuse on the identity of ``x`` and of the state array (never written into: JAX arrays are immutable).
+    """
+
+    def __init__(self, oracles: Oracles, programs: tuple[Any, Any], n: int, y: np.ndarray, lipschitz_f: float,
+                 lipschitz_F: float) -> None:
+        import jax.numpy as jnp
+
+        self.oracles = oracles
+        self._solve, self._values = programs
+        self._n, self._m = n, y.shape[0]
+        y = np.array(y, dtype=np.float64)
+        with x64():
+            self._state = jnp.asarray(np.stack((y, y, y, y)))
+            self._cached = jnp.zeros((3, self._m))
+        self.y, self.z = y.copy(), y.copy()
+        self.t = 1.0
+        self.lipschitz_f, self.lipschitz_F = lipschitz_f, lipschitz_F
+        self.r_z = self.r_d = self.r_y = math.inf
+        self._finite = True
+        self._last: tuple | None = None  # (x, state) whose evaluation points' y-blocks are in _cached
+        self._scalars = np.zeros(9)
+        self._parts: tuple | None = None  # (x, state, values) computed by the last solve
+
+    def solve(self, x: np.ndarray, sigma: float, target: float, max_steps: int, min_steps: int = 0,
+              values: bool = False) -> dict[str, np.ndarray]:
+        """Iterate at fixed ``(x, sigma)`` until :math:`\\max(r_z, r_d) \\le` ``target`` or ``max_steps`` (one
+        compiled call); returns the gradient blocks at the final evaluation points (the x-blocks as NumPy arrays;
+        the y-blocks stay on the device, ``None`` here: only coupled constraints, which this backend refuses,
+        need them). ``values``: the same call also computes the merit's three function values at the returned
+        copies, which the next :meth:`values` at this ``x`` returns (and counts) without another call."""
+        last = self._last
+        hit = last is not None and last[0] is x and last[1] is self._state
+        scalars = self._scalars
+        scalars[:] = (sigma, target, self.lipschitz_f, self.lipschitz_F, self.t, max_steps, min_steps, hit, values)
+        with x64():
+            state, self._cached, host = self._solve(x, self._state, self._cached, scalars)
+            host = np.asarray(host)
+        self._state = state
+        n, m = self._n, self._m
+        (self.t, self.lipschitz_f, self.lipschitz_F, self.r_y, self.r_z, self.r_d, evals, cacheable, finite,
+         *parts) = host[:_N_INFO].tolist()
+        self._parts = (x, state, tuple(parts)) if values else None
+        counts = self.oracles.counts
+        evals = int(evals)
+        counts["upper_grad"] += evals
+        counts["lower_grad"] += 2 * evals
+        self._finite = finite > 0
+        self._last = (x, state) if cacheable > 0 else None
+        blocks = host[_N_INFO:_N_INFO + 3 * n].reshape(3, n)
+        self.y, self.z = host[_N_INFO + 3 * n:_N_INFO + 3 * n + m], host[_N_INFO + 3 * n + m:]
+        return {"Fx": blocks[0], "Fy": None, "fx_y": blocks[1], "fy_y": None, "fx_z": blocks[2], "fy_z": None}
+
+    def values(self, x: np.ndarray) -> tuple[float, float, float]:
+        """:math:`F(x, y), f(x, y), f(x, z)` at the copies (1 upper and 2 lower values; computed by the last
+        :meth:`solve` when it was asked to at this ``x``, otherwise one compiled call)."""
+        known = self._parts
+        if known is not None and known[0] is x and known[1] is self._state:
+            parts = known[2]
+        else:
+            with x64():
+                parts = np.asarray(self._values(x, self._state)).tolist()
+        counts = self.oracles.counts
+        counts["upper_value"] += 1
+        counts["lower_value"] += 2
+        return parts[0], parts[1], parts[2]
+
+    def finite(self) -> bool:
+        """Whether both copies are finite."""
+        return self._finite
+
+    def save(self) -> tuple:
+        return (self._state, self.y, self.z, self._finite, self.t, self.lipschitz_f, self.lipschitz_F, self.r_z,
+                self.r_d, self.r_y)
+
+    def restore(self, saved: tuple) -> None:
+        (self._state, self.y, self.z, self._finite, self.t, self.lipschitz_f, self.lipschitz_F, self.r_z, self.r_d,
+         self.r_y) = saved
+        self._last = self._parts = None
