@@ -18,6 +18,7 @@ stop at ``inner_rtol`` times the current outer residual (or after the fixed ``in
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,7 @@ def aid_hypergradient(problem: BilevelProblem, x: Any, *, tol: float = 1e-12, ma
     return Fx - cross
 
 
-@register("aid", BilevelProblem, backends=("numpy",), accepts=_accepts, example=_example)
+@register("aid", BilevelProblem, backends=("numpy", "jax"), accepts=_accepts, example=_example)
 def aid(
     problem: BilevelProblem,
     *,
@@ -138,7 +139,16 @@ def aid(
         ``"gd"``: ``cg_steps`` warm-started gradient (Richardson) steps :math:`v \leftarrow v + (\nabla_y F -
         \nabla^2_{yy} f\, v)/\ell`, one Hessian-vector product each, the hypergradient using the cross term of the
         last product (the lagged-:math:`v` estimate of single-loop AID); needs ``cg_steps``.
-    time_limit, backend, callback, progress, seed
+    backend
+        ``"numpy"`` (the reference; ``"auto"`` picks it) or ``"jax"``: the same algorithm, each hypergradient
+        evaluation (the inner gradient loop, the upper gradient and value, the CG or Richardson loop) one call of a
+        compiled ``jax.jit`` program built from autodiff of the levels (Hessian-vector products forward over
+        reverse), with the same stopping tests, warm starts and oracle counts
+        (:mod:`optkit.solvers.bilevel._aid_jax`); the outer loop is this module's Python. Every option is
+        supported. Needs JAX-traceable levels, X = R^n or a Box (see
+        :func:`~optkit.solvers.bilevel._jax_common.jax_support`); refused with the reason otherwise. Iterates
+        equal the NumPy backend's up to rounding (summation order in matrix-vector products).
+    time_limit, callback, progress, seed
         See :func:`optkit.solve` (deterministic: ``seed`` is ignored).
 
     Returns
@@ -155,7 +165,13 @@ def aid(
     >>> bool(abs(result.x[0][0] - 0.5) < 1e-6)
     True
     """
-    resolve_backend(backend, ("numpy",))
+    chosen = resolve_backend(backend, aid.solver_info)
+    if chosen == "jax":
+        from optkit.solvers.bilevel._jax_common import jax_support
+
+        reason = jax_support(problem, "aid")
+        if reason is not None:
+            raise ValueError(reason)
     reason = _accepts(problem)
     if reason is not None:
         raise ValueError(reason)
@@ -180,9 +196,14 @@ def aid(
     rule = outer_step_rule(outer_step, step) if (outer_step != "nonmonotone_bb" or step is not None) else None
     oracles = Oracles(problem)
     x0 = problem.x_set.project(problem.x0)
-    lipschitz = lower_lipschitz(oracles, x0, problem.y0)
     state: dict[str, Any] = {"x": x0, "y": np.array(problem.y0), "v": np.zeros(problem.dims[1]), "residual": 1.0}
     counts, lower_grad_y = oracles.counts, problem.lower.grad_y
+    if chosen == "jax":
+        from optkit.solvers.bilevel import _aid_jax
+
+        lipschitz = _aid_jax.lower_lipschitz(problem, oracles, x0, problem.y0)
+    else:
+        lipschitz = lower_lipschitz(oracles, x0, problem.y0)
 
     def grad_y(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         # default loop: only grad_y f is used by the inner steps; a y-block-only gradient when the problem gives
@@ -216,21 +237,34 @@ def aid(
         st["hypergradient"] = estimate = Fx - cross
         return estimate, math.sqrt(float(g @ g))
 
+    value = None
+    if chosen == "jax":
+        hypergradient = _aid_jax.hypergradient_oracle(
+            problem, oracles, lipschitz, inner_rtol=inner_rtol, inner_steps=inner_steps, cg_steps=cg_steps,
+            inner_max=inner_max, linear_solver=linear_solver)
+
+        def value(x: np.ndarray) -> float:
+            # computed by the same compiled call as the hypergradient at x (state["value"]), counted here
+            counts["upper_value"] += 1
+            return state["value"]
+
     info = {"lower_lipschitz": lipschitz, "outer_step": outer_step if step is None else "fixed",
             "linear_solver": linear_solver}
     if rule is None:
         return _run_nonmonotone_bb(problem, oracles, hypergradient, state, tol=tol, max_iter=max_iter,
-                                   time_limit=time_limit, callback=callback, progress=progress, info=info)
+                                   time_limit=time_limit, callback=callback, progress=progress, info=info,
+                                   value=value, backend=chosen)
     if isinstance(rule, SecantStep):
-        return run_outer(problem, "aid", oracles, hypergradient, state, tol=tol, max_iter=max_iter, step=step,
-                         time_limit=time_limit, callback=callback, progress=progress, info=info)
+        result = run_outer(problem, "aid", oracles, hypergradient, state, tol=tol, max_iter=max_iter, step=step,
+                           time_limit=time_limit, callback=callback, progress=progress, info=info)
+        return result if chosen == "numpy" else replace(result, backend=chosen)
     return _run_with_rule(problem, oracles, hypergradient, state, rule, tol=tol, max_iter=max_iter,
-                          time_limit=time_limit, callback=callback, progress=progress, info=info)
+                          time_limit=time_limit, callback=callback, progress=progress, info=info, backend=chosen)
 
 
 def _run_with_rule(problem: BilevelProblem, oracles: Oracles, hypergradient: Any, state: dict[str, Any], rule: Any,
                    *, tol: float, max_iter: int, time_limit: float | None, callback: Any, progress: bool,
-                   info: dict[str, Any]) -> Result:
+                   info: dict[str, Any], backend: str = "numpy") -> Result:
     """The outer loop of :func:`~optkit.solvers.bilevel._implicit.run_outer` with a given step rule (BB)."""
 
     def step_fn(budget: int) -> Step:
@@ -259,7 +293,7 @@ def _run_with_rule(problem: BilevelProblem, oracles: Oracles, hypergradient: Any
     if not finite(x, y):
         x, y = problem.x0, problem.y0
     return finish(problem, "aid", x, y, outcome, oracles,
-                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info)
+                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info, backend=backend)
 
 
 def _projection(problem: BilevelProblem) -> Any:
@@ -282,7 +316,7 @@ _BB_MIN, _BB_MAX = 1e-10, 1e10
 
 def _run_nonmonotone_bb(problem: BilevelProblem, oracles: Oracles, hypergradient: Any, state: dict[str, Any], *,
                         tol: float, max_iter: int, time_limit: float | None, callback: Any, progress: bool,
-                        info: dict[str, Any]) -> Result:
+                        info: dict[str, Any], value: Any = None, backend: str = "numpy") -> Result:
     r"""Outer loop with a safeguarded Barzilai–Borwein step (Raydan 1997, Algorithm 2.1, projected as in Birgin,
     Martínez & Raydan 2000, SPG2).
 
@@ -310,10 +344,13 @@ def _run_nonmonotone_bb(problem: BilevelProblem, oracles: Oracles, hypergradient
     project = _projection(problem)
     backtracks = {"total": 0}
 
-    def value(x: np.ndarray) -> float:
+    def numpy_value(x: np.ndarray) -> float:
         # F(x, y) - <v, grad_y f(x, y)>: first-order correction of F(x, y) towards h(x) = F(x, y*(x)), since
         # y* - y ~ -H^{-1} grad_y f and v ~ H^{-1} grad_y F (error second order in the inner errors)
         return float(oracles.upper_value(x, state["y"]) - state["v"] @ state["lower_grad"])
+
+    if value is None:
+        value = numpy_value
 
     def bb_clip(a: float) -> float:
         return min(max(float(a), _BB_MIN), _BB_MAX)
@@ -373,4 +410,4 @@ def _run_nonmonotone_bb(problem: BilevelProblem, oracles: Oracles, hypergradient
         x, y = problem.x0, problem.y0
     info = dict(info, backtracks=backtracks["total"])
     return finish(problem, "aid", x, y, outcome, oracles,
-                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info)
+                  hypergradient_norm=outcome.residuals.get("hypergradient_norm"), info=info, backend=backend)
