@@ -70,14 +70,25 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any]:
     from jax import lax
 
     F, f = jax_levels(problem)
-    upper_grad_y, lower_grad_y = jax.grad(F, argnums=1), jax.grad(f, argnums=1)
-    upper_grad_x, lower_grad_x = jax.grad(F, argnums=0), jax.grad(f, argnums=0)
+    upper_grad_y, upper_grad_x = jax.grad(F, argnums=1), jax.grad(F, argnums=0)
+    lower_grad_y_one, lower_grad_x_one = jax.grad(f, argnums=1), jax.grad(f, argnums=0)
+
+    # the lower level at both copies, one call each (a jax.vmap over the two, i.e. matrix-matrix products for
+    # quadratic levels, ran slower on XLA's CPU runtime)
+    def lower_grad_y(x: Any, points: Any) -> Any:
+        return jnp.stack((lower_grad_y_one(x, points[0]), lower_grad_y_one(x, points[1])))
+
+    def lower_grad_x(x: Any, points: Any) -> Any:
+        return jnp.stack((lower_grad_x_one(x, points[0]), lower_grad_x_one(x, points[1])))
+
+    def lower_values(x: Any, points: Any) -> Any:
+        return jnp.stack((f(x, points[0]), f(x, points[1])))
 
     def norm(v: Any) -> Any:
         return jnp.sqrt(jnp.dot(v, v))
 
-    def values(x: Any, state: Any) -> Any:
-        return jnp.stack((F(x, state[0]), f(x, state[0]), f(x, state[1])))
+    def values(x: Any, copies: Any) -> Any:
+        return jnp.concatenate((jnp.reshape(F(x, copies[0]), (1,)), lower_values(x, copies)))
 
     def solve(x: Any, state: Any, cached: Any, scalars: Any) -> tuple[Any, Any, Any]:
         # state rows: y, z (last gradient-step points), vy, vz (evaluation points); cached rows: the y-blocks
@@ -90,76 +101,75 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any]:
         dtype = state.dtype
 
         def evaluate(vy: Any, vz: Any) -> Any:
-            return jnp.stack((upper_grad_y(x, vy), lower_grad_y(x, vy), lower_grad_y(x, vz)))
+            return jnp.concatenate((upper_grad_y(x, vy)[None], lower_grad_y(x, jnp.stack((vy, vz)))))
 
         def cond(c: tuple) -> Any:
             return ~c[-1]
 
-        # everything, the x-blocks and values at the end included, runs inside the loop: XLA's CPU runtime runs the
-        # same operations several times slower at the top level of a program than in a while body
+        # everything, the x-blocks and values at the end included, runs inside the loop, on stacked arrays (rows
+        # y, z, vy, vz; the previous evaluation points and gradients; the scalars): XLA's CPU runtime pays per
+        # operation, so fewer, larger operations run faster than the same arithmetic on separate vectors
         def body(c: tuple) -> tuple:
-            (steps, y, z, vy, vz, t, lip_f, lip_F, previous, grads, have, evals, packed, host, _) = c
-            grads = lax.cond(have, lambda: grads, lambda: evaluate(vy, vz))
+            (steps, V, previous, grads, t, lip_f, lip_F, have, evals, host, _) = c
+            E = V[2:]  # evaluation points (vy, vz)
+            grads = lax.cond(have, lambda: grads, lambda: evaluate(E[0], E[1]))
             evals = evals + jnp.where(have, 0, 1)
-            gy = sigma * grads[0] + grads[1]
-            gz = grads[2]
-            # secant curvature between consecutive evaluation points of either copy (not at the first step)
+            g = jnp.stack((sigma * grads[0] + grads[1], grads[2]))  # (g_y, g_z)
+            # secant curvature between consecutive evaluation points of either copy (not at the first step): the
+            # four norms ||vy - vy'||, ||vz - vz'||, ||g_y - g_y'||, ||g_z - g_z'|| in one reduction
+            secants = jnp.sqrt(jnp.sum(jnp.square(jnp.concatenate((E, g)) - previous), axis=1))
             later = steps > 0
-            dz = norm(vz - previous[1])
-            est = norm(gz - previous[3]) / jnp.where(dz > 0, dz, 1.0)
+            dy, dz, cy, cz = secants[0], secants[1], secants[2], secants[3]
+            est = cz / jnp.where(dz > 0, dz, 1.0)
             raise_f = later & (dz > 0) & jnp.isfinite(est) & (est > lip_f)
             lip_f = jnp.where(raise_f, 1.1 * est, lip_f)
-            dy = norm(vy - previous[0])
-            est = norm(gy - previous[2]) / jnp.where(dy > 0, dy, 1.0)
+            est = cy / jnp.where(dy > 0, dy, 1.0)
             raise_F = later & (dy > 0) & jnp.isfinite(est) & (est > lip_f + sigma * lip_F)
             lip_F = jnp.where(raise_F, 1.1 * (est - lip_f) / sigma, lip_F)
             raised = raise_f | raise_F
             t_step = jnp.where(raised, 1.0, t)
             beta = 1.0 / (lip_f + sigma * lip_F)
-            step_y, step_z = beta * gy, beta * gz
-            y_new, z_new = vy - step_y, vz - step_z
-            r_y = norm(step_y) / beta
-            r_z = norm(step_z) / beta
-            r_d = norm(step_y - step_z) / (beta * sigma)
+            step = beta * g
+            new = E - step  # gradient-step points (y+, z+)
+            step_d = step[0] - step[1]
+            # the three squared gradient-mapping norms and the restart test in one reduction
+            sums = jnp.sum(jnp.stack((step[0] * step[0], step[1] * step[1], step_d * step_d,
+                                      step[0] * (new[0] - V[0]) + step[1] * (new[1] - V[1]))), axis=1)
+            r_y = jnp.sqrt(sums[0]) / beta
+            r_z = jnp.sqrt(sums[1]) / beta
+            r_d = jnp.sqrt(sums[2]) / (beta * sigma)
             # O'Donoghue & Candes (2015) gradient restart on the stacked (y, z)
-            restart = jnp.dot(step_y, y_new - y) + jnp.dot(step_z, z_new - z) > 0
+            restart = sums[3] > 0
             t_new = jnp.where(restart, 1.0, 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t_step * t_step)))
             momentum = (jnp.where(restart, 1.0, t_step) - 1.0) / t_new
-            vy_new = y_new + momentum * (y_new - y)
-            vz_new = z_new + momentum * (z_new - z)
             bad = ~jnp.isfinite(r_y + r_z)
             stop = bad | ((jnp.maximum(r_z, r_d) <= target) & (steps >= min_steps)) | (steps == max_steps)
             # the state _Copies.solve leaves: after a raise the next solve starts from the last gradient-step
             # points; a stop returns the evaluation points (momentum reset); a non-finite step changes nothing else
-            start_y, start_z = jnp.where(raised, y, vy), jnp.where(raised, z, vz)
-            y_out = jnp.where(stop, jnp.where(bad, y, vy), y_new)
-            z_out = jnp.where(stop, jnp.where(bad, z, vz), z_new)
-            vy_out = jnp.where(stop, start_y, vy_new)
-            vz_out = jnp.where(stop, start_z, vz_new)
+            kept = V[:2]
+            stopped = jnp.concatenate((jnp.where(bad, kept, E), jnp.where(raised, kept, E)))
+            V_out = jnp.where(stop, stopped, jnp.concatenate((new, new + momentum * (new - kept))))
             t_out = jnp.where(stop, jnp.where(bad, jnp.where(raised, 1.0, t), 1.0), t_new)
-            previous = jnp.stack((vy, vz, gy, gz))
 
-            def finish() -> tuple:
+            def finish() -> Any:
                 # the x-blocks at the evaluation points, the merit values at the returned copies (when asked)
-                blocks_x = jnp.stack((upper_grad_x(x, vy), lower_grad_x(x, vy), lower_grad_x(x, vz)))
-                copies = jnp.stack((y_out, z_out))
+                blocks_x = jnp.concatenate((upper_grad_x(x, E[0])[None], lower_grad_x(x, E)))
+                copies = V_out[:2]
                 parts = lax.cond(want_values, lambda: values(x, copies), lambda: jnp.zeros(3, dtype))
                 info = jnp.stack((t_out, lip_f, lip_F, r_y, r_z, r_d, evals.astype(dtype), (~raised).astype(dtype),
                                   jnp.all(jnp.isfinite(copies)).astype(dtype)))
-                return (jnp.stack((y_out, z_out, vy_out, vz_out)),
-                        jnp.concatenate((info, parts, blocks_x.ravel(), y_out, z_out)))
+                return jnp.concatenate((info, parts, blocks_x.ravel(), copies.ravel()))
 
-            packed, host = lax.cond(stop, finish, lambda: (packed, host))
-            return (steps + 1, y_out, z_out, vy_out, vz_out, t_out, lip_f, lip_F, previous, grads,
-                    jnp.asarray(False), evals, packed, host, stop)
+            host = lax.cond(stop, finish, lambda: host)
+            return (steps + 1, V_out, jnp.concatenate((E, g)), grads, t_out, lip_f, lip_F, jnp.asarray(False),
+                    evals, host, stop)
 
-        y, z, vy, vz = state[0], state[1], state[2], state[3]
         n = x.shape[0]
-        carry = (jnp.asarray(0, jnp.int32), y, z, vy, vz, scalars[_T], scalars[_LF], scalars[_LF_UPPER],
-                 jnp.zeros((4, m), dtype), cached, scalars[_USE_CACHE] > 0, jnp.asarray(0, jnp.int32), state,
+        carry = (jnp.asarray(0, jnp.int32), state, jnp.zeros((4, m), dtype), cached, scalars[_T], scalars[_LF],
+                 scalars[_LF_UPPER], scalars[_USE_CACHE] > 0, jnp.asarray(0, jnp.int32),
                  jnp.zeros(_N_INFO + 3 * n + 2 * m, dtype), jnp.asarray(False))
         out = lax.while_loop(cond, body, carry)
-        return out[12], out[9], out[13]
+        return out[1], out[3], out[9]
 
     def probe(x: Any, y: Any, v: Any) -> Any:
         # probe_lipschitz for both levels: 8 power iterations on (grad(y + h v) - grad(y))/h, stopped at a zero or
@@ -183,9 +193,12 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any]:
                                                    jnp.asarray(False)))[2]
             return 1.1 * jnp.maximum(estimate, 1e-12)
 
-        return jnp.stack((one(lower_grad_y), one(upper_grad_y)))
+        return jnp.stack((one(lower_grad_y_one), one(upper_grad_y)))
 
-    return jax.jit(solve), jax.jit(values), jax.jit(probe)
+    def state_values(x: Any, state: Any) -> Any:
+        return values(x, state[:2])
+
+    return jax.jit(solve), jax.jit(state_values), jax.jit(probe)
 
 
 def start_copies(oracles: Oracles, feasible: LowerFeasibleSet, x: np.ndarray, y0: np.ndarray) -> JaxCopies:
