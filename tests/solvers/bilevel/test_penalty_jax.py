@@ -16,12 +16,13 @@ import pytest
 
 pytest.importorskip("jax")
 
-import optkit  # noqa: E402
-from optkit.problems.bilevel import BilevelProblem  # noqa: E402
-from optkit.problems.library import bilevel_toys as toys  # noqa: E402
-from optkit.problems.sets import Box  # noqa: E402
-from optkit.solvers.bilevel import _penalty_jax, penalty as penalty_module  # noqa: E402
-from optkit.solvers.bilevel._common import LowerFeasibleSet, Oracles  # noqa: E402
+import optkit
+from optkit.problems.bilevel import BilevelProblem
+from optkit.problems.library import bilevel_toys as toys
+from optkit.problems.sets import Box
+from optkit.solvers.bilevel import _penalty_jax
+from optkit.solvers.bilevel import penalty as penalty_module
+from optkit.solvers.bilevel._common import LowerFeasibleSet, Oracles
 
 _SMALL = {"t2": lambda jax: toys.t2(jax=jax),
           "benchopt": lambda jax: toys.benchopt_quadratic(20, 20, 128, seed=1, jax=jax)}
