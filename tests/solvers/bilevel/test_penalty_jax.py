@@ -158,3 +158,20 @@ def test_callback_stops_and_sees_numpy_iterates() -> None:
     result = optkit.solve(toys.t2(jax=True).problem, "penalty", backend="jax", callback=stop)
     assert result.status is optkit.Status.CALLBACK_STOP and result.nit == 3
     assert all(a is np.ndarray and b is np.ndarray for a, b in seen)
+
+
+def test_non_finite_copies_end_with_numerical_error_like_numpy() -> None:
+    import jax.numpy as jnp
+
+    def upper(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+        return jnp.sum((x - 1.0) ** 2) + jnp.sum(y**2)
+
+    def lower(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:  # unbounded below in y: the copies overflow
+        return -jnp.sum(jnp.exp(y)) + jnp.sum(x * y)
+
+    problem = BilevelProblem(upper, lower, x0=np.zeros(2), y0=np.zeros(2))
+    expected = optkit.solve(problem, "penalty", backend="numpy", max_iter=50)
+    result = optkit.solve(problem, "penalty", backend="jax", max_iter=50)
+    assert result.status is expected.status is optkit.Status.NUMERICAL_ERROR
+    assert _calls(result) == _calls(expected)
+    assert np.all(np.isfinite(result.x[0])) and np.all(np.isfinite(result.x[1]))
