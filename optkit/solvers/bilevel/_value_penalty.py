@@ -31,7 +31,15 @@ import numpy as np
 
 from optkit.problems.bilevel import BilevelProblem
 from optkit.solvers.bilevel._common import (
-    InnerState, LowerFeasibleSet, Oracles, Sampler, finish, finite, inner_solve, outer_step_rule, probe_lipschitz,
+    InnerState,
+    LowerFeasibleSet,
+    Oracles,
+    Sampler,
+    finish,
+    finite,
+    inner_solve,
+    outer_step_rule,
+    probe_lipschitz,
     seed_info,
 )
 from optkit.solvers.loop import Step, drive

@@ -11,23 +11,29 @@ steps): with :math:`\sigma = 1/\lambda` and the steps :math:`\beta_z = 1/\ell_f`
     z \leftarrow z - \beta_z \nabla_y f(x, z), \qquad
     y \leftarrow y - \beta_y (\sigma\nabla_y F(x, y) + \nabla_y f(x, y))
 
-``T`` times (F2SA, eq. of Algorithm 1 lines 4-7 with :math:`\alpha = \beta_y/\sigma` on :math:`\nabla_y F +
-\lambda\nabla_y f`), then the gradients at the returned pair and the x-direction
+``T`` times (the inner loops of F2SA's Algorithm 1, full gradients, its y-step :math:`\alpha = \beta_y/\sigma` on
+:math:`\nabla_y F + \lambda\nabla_y f`), then the gradients at the returned pair and the x-direction
 
 .. math::
 
     G_x = \nabla_x F(x, y) + \frac{\nabla_x f(x, y) - \nabla_x f(x, z)}{\sigma}
 
-(Kwon et al. 2023, Algorithm 1 line 8; 2024, eq. (3) by Danskin). In the shared (Jacobi) mode both copies take the
-step :math:`1/(\ell_f + \sigma\ell_F)` and :math:`G_x` reuses the gradients of the last inner step (three gradients
-per inner step, none extra). The call returns the new copies (kept on the device for the next call), and one host
-vector with :math:`G_x`, the last inner gradient-mapping norms :math:`\|v^+ - v\|/\beta` of both copies, whether
-every entry is finite, and the oracle counts incremented by the loop (one gradient of a level = one call, as the
-NumPy backend counts them). The outer loop (step rule, :math:`\lambda` schedule, stopping test, history) stays the
-NumPy engine's.
+(the x-step of Kwon et al. 2023, Algorithm 1; Kwon et al. 2024, eq. (3) by Danskin). In the shared (Jacobi)
+mode both copies take the step :math:`1/(\ell_f + \sigma\ell_F)` and :math:`G_x` reuses the gradients of the last
+inner step (three gradients per inner step, none extra). The call returns the new copies (kept on the device for
+the next call), and one host vector with :math:`G_x`, the last inner gradient-mapping norms :math:`\|v^+ - v\|/\beta`
+of both copies, whether every entry is finite, and the oracle counts incremented by the loop (one gradient of a
+level = one call, as the NumPy backend counts them). The outer loop (step rule, :math:`\lambda` schedule, stopping
+test, history) stays the NumPy engine's.
 
 The curvature probes at the start (:func:`~optkit.solvers.bilevel._common.probe_lipschitz`: 8 power iterations on
 gradient differences from the same fixed random direction, 9 gradients per level) are one more compiled call.
+
+Compiled code is cached per problem (:func:`fixed_inner_kernel`): a second solve of the same problem does not
+trace or compile again. Cost on the CPU: on benchopt's quadratic (d = 100) one call takes ~150-220 us of CPU time
+against ~20 us for an executable of the same signature that does no work; the XLA CPU runtime runs the ~47 operations
+(21 matrix-vector products) as a parallel task graph on its thread pool, and the hand-offs, not the arithmetic,
+dominate. Longer inner loops amortise it (T = 10: ~1.8x faster than the NumPy backend; T = 2: slower).
 
 Everything runs in float64 under :func:`~optkit.solvers.bilevel._jax_common.x64`. Only problems that
 :func:`~optkit.solvers.bilevel._jax_common.jax_support` accepts without constraints (Y = R^m, so the lower

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
-import jax.numpy as jnp  # noqa: E402
+import jax.numpy as jnp
 
-import optkit  # noqa: E402
-from optkit.problems.bilevel import BilevelProblem  # noqa: E402
-from optkit.problems.library.bilevel_toys import benchopt_quadratic, t1, t2  # noqa: E402
-from optkit.problems.sets import Box, Simplex  # noqa: E402
-from optkit.solvers.bilevel._common import schedule  # noqa: E402
-from optkit.solvers.bilevel._value_penalty import run_value_penalty  # noqa: E402
+import optkit
+from optkit.problems.bilevel import BilevelProblem
+from optkit.problems.library.bilevel_toys import benchopt_quadratic, t1, t2
+from optkit.problems.sets import Box, Simplex
+from optkit.solvers.bilevel._common import schedule
+from optkit.solvers.bilevel._value_penalty import run_value_penalty
 
 
 def _calls(result: optkit.Result) -> tuple[int, int]:
@@ -48,7 +48,7 @@ def _same_run(jax_result: optkit.Result, numpy_result: optkit.Result, atol: floa
 @pytest.mark.parametrize("inner_steps", [2, 10])
 def test_t2_matches_numpy_backend_and_closed_form(inner_steps: int) -> None:
     # lambda ramps 1e4 -> 1e5 over the first 10 steps (the schedule's sigma changes between compiled calls)
-    options = dict(lambda0=1e4, lambda_max=1e5, lambda_rate=1.0, inner_steps=inner_steps)
+    options = {"lambda0": 1e4, "lambda_max": 1e5, "lambda_rate": 1.0, "inner_steps": inner_steps}
     traced, plain = t2(jax=True), t2()
     got = optkit.solve(traced.problem, "f2sa", backend="jax", **options)
     want = optkit.solve(plain.problem, "f2sa", **options)
@@ -67,7 +67,7 @@ def test_t2_matches_numpy_backend_and_closed_form(inner_steps: int) -> None:
 
 def test_benchopt_fixed_lambda_matches_numpy_and_closed_form() -> None:
     # the benchmark's setting (fixed lambda = 1e5, T = 2) on a small instance of benchopt's recipe
-    options = dict(lambda0=1e5, lambda_max=1e5, inner_steps=2)
+    options = {"lambda0": 1e5, "lambda_max": 1e5, "inner_steps": 2}
     traced, plain = benchopt_quadratic(20, 20, 128, jax=True), benchopt_quadratic(20, 20, 128)
     got = optkit.solve(traced.problem, "f2sa", backend="jax", **options)
     want = optkit.solve(plain.problem, "f2sa", **options)
@@ -115,7 +115,7 @@ def _box_problem(traced: bool) -> BilevelProblem:
 
 
 def test_box_x_matches_numpy_backend() -> None:
-    options = dict(lambda_max=1e4, inner_steps=3)
+    options = {"lambda_max": 1e4, "inner_steps": 3}
     got = optkit.solve(_box_problem(True), "f2sa", backend="jax", **options)
     want = optkit.solve(_box_problem(False), "f2sa", **options)
     assert got.status is optkit.Status.CONVERGED
@@ -180,6 +180,14 @@ def test_refusals() -> None:
             toy.problem, "penalty", sigma_of=lambda k: 1e-3, sigma_final=1e-3, tol=1e-6, max_iter=10, step=None,
             step_decay=0.0, inner_steps=None, inner_max=10, inner_rtol=0.1, batch_size=None, time_limit=None,
             callback=None, progress=False, seed=None, extra_info={}, backend="jax")
+
+
+def test_compiled_kernel_is_reused_per_problem() -> None:
+    from optkit.solvers.bilevel._value_penalty_jax import fixed_inner_kernel
+
+    problem = t2(jax=True).problem
+    assert fixed_inner_kernel(problem, 2, False) is fixed_inner_kernel(problem, 2, False)
+    assert fixed_inner_kernel(problem, 3, False) is not fixed_inner_kernel(problem, 2, False)
 
 
 def test_auto_backend_stays_numpy() -> None:
