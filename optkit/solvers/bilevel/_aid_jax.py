@@ -26,7 +26,6 @@ cache: problems are immutable) so repeated solves do not recompile.
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +42,7 @@ __all__ = ["hypergradient_oracle", "lower_lipschitz"]
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 _POWER_ITERATIONS = 20  # as optkit.solvers.bilevel._implicit.lower_lipschitz
+_START: dict[int, np.ndarray] = {}
 
 
 def _programs(problem: BilevelProblem) -> dict[Any, Any]:
@@ -102,8 +102,12 @@ def lower_lipschitz(problem: BilevelProblem, oracles: Oracles, x: np.ndarray, y:
     programs = _programs(problem)
     if "lipschitz" not in programs:
         programs["lipschitz"] = _build_lipschitz(problem)
-    start = np.random.default_rng(1).standard_normal(y.size)
-    start /= np.linalg.norm(start)
+    start = _START.get(y.size)
+    if start is None:  # the NumPy backend's start vector (seeding a generator costs more than the loop)
+        start = np.random.default_rng(1).standard_normal(y.size)
+        start /= np.linalg.norm(start)
+        start.flags.writeable = False
+        _START[y.size] = start
     with x64():
         out = np.asarray(programs["lipschitz"](np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
                                                start))
@@ -114,43 +118,45 @@ def lower_lipschitz(problem: BilevelProblem, oracles: Oracles, x: np.ndarray, y:
 class _Layout:
     r"""Offsets of the one float64 state vector of an evaluation (inputs, iterates, outputs and scalars).
 
-    Vectors: ``x`` (n), ``y``, ``v``, ``g`` = :math:`\nabla_y f`, ``Fy`` = :math:`\nabla_y F`, ``r``, ``p`` (m
-    each), ``Fx``, ``cross`` = :math:`\nabla^2_{xy} f\, v` (n each). Scalars: the inputs ``lipschitz``,
-    ``target_sq``, ``cg_tol_sq``, ``inner_max``, ``cg_max``, then ``rr``, ``value`` = :math:`F(x, y)`, the counts
-    ``gradients`` and ``products``, and ``phase``. The caller writes the inputs (x, y, v, the five scalars) and
-    reads the rest."""
+    Vectors: ``x`` (n), ``y``, ``v``, ``g`` = :math:`\nabla_y f`, ``Fy`` = :math:`\nabla_y F` (m each), ``Fx``,
+    ``cross`` = :math:`\nabla^2_{xy} f\, v`, ``estimate`` = ``Fx - cross`` (n each). Scalars: the inputs
+    ``lipschitz``, ``target_sq``, ``cg_tol_sq``, ``inner_max``, ``cg_max``; ``value`` = :math:`F(x, y)`; the
+    outputs ``gradient_norm`` = :math:`\|\nabla_y f\|`, ``corrected`` =
+    :math:`F - \langle v, \nabla_y f\rangle`; the counts ``gradients``, ``products`` and ``phase`` (zero on
+    entry: ``counters`` is their slice). The caller writes the inputs and reads the outputs."""
 
-    SCALARS = ("lipschitz", "target_sq", "cg_tol_sq", "inner_max", "cg_max", "rr", "value", "gradients",
-               "products", "phase")
+    SCALARS = ("lipschitz", "target_sq", "cg_tol_sq", "inner_max", "cg_max", "value", "gradient_norm",
+               "corrected", "gradients", "products", "phase")
 
     def __init__(self, n: int, m: int) -> None:
         self.n, self.m = n, m
         offset = 0
-        for name, size in (("x", n), ("y", m), ("v", m), ("g", m), ("Fy", m), ("r", m), ("p", m), ("Fx", n),
-                           ("cross", n)):
+        for name, size in (("x", n), ("y", m), ("v", m), ("g", m), ("Fy", m), ("Fx", n), ("cross", n),
+                           ("estimate", n)):
             setattr(self, name, slice(offset, offset + size))
             offset += size
         for name in self.SCALARS:
             setattr(self, name, offset)
             offset += 1
         self.size = offset
-        self.inputs = 2 * m + n  # x, y, v lead, then the five input scalars after the vectors
+        self.counters = slice(self.gradients, self.phase + 1)
 
 
-# phases of an evaluation (one loop pass each): gradient step on y, upper gradient, initial CG residual (or a
-# Richardson step), CG step, done
-_DESCENT, _UPPER, _RESIDUAL, _CG, _DONE = 0.0, 1.0, 2.0, 3.0, 4.0
+# phases of an evaluation, one pass of the outer loop each: gradient descent on y (a loop), the upper gradient,
+# the linear solve (a loop), the outputs, done
+_DESCENT, _UPPER, _SOLVE, _FINISH, _DONE = 0.0, 1.0, 2.0, 3.0, 4.0
 
 
 def _build_evaluate(problem: BilevelProblem, richardson: bool) -> Any:
     """The compiled evaluation: ``state -> state`` on the vector described by :class:`_Layout`.
 
-    One ``lax.while_loop`` whose pass runs one phase (``lax.switch``): each pass evaluates one oracle (a lower
-    gradient, the upper gradient, or a Hessian-vector product) and decides the next phase with the NumPy
-    backend's tests. Written as one loop over one state vector rather than a chain of loops because XLA:CPU runs
-    the operations of a program concurrently on a thread pool as soon as more than a handful are ready at once,
-    and on these sizes one such handoff costs more than the whole evaluation: one loop keeps every level of the
-    program narrow."""
+    One ``lax.while_loop`` whose passes run the phases in turn (``lax.switch``): the inner gradient loop, the
+    upper gradient, the CG (or Richardson) loop, the outputs. Each phase is a small program of its own, with the
+    NumPy backend's tests. The shape is about XLA:CPU's runtime: a program (or a branch, or a loop body) of more
+    than 8 operations is run by a dataflow executor that costs ~1 us per operation and hands work to a thread
+    pool as soon as more than 8 operations are ready at once (a handoff costs more than this whole evaluation);
+    8 operations or fewer run back to back in the calling thread. The phases keep every level of the program
+    narrow and most of them short."""
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -160,73 +166,80 @@ def _build_evaluate(problem: BilevelProblem, richardson: bool) -> Any:
     upper_value_and_grad, lower_grad_y, lower_hvp = _derivatives(problem)
 
     def descent(s: Any) -> Any:
-        # the gradient at the warm start, then y <- y - g / l while ||g||^2 > target (NaN continues, as the NumPy
-        # test) and fewer than inner_max steps were taken: a loop of its own inside this phase
+        # y <- y - g / l from the warm start while ||g||^2 > target (NaN continues, as the NumPy test) and fewer
+        # than inner_max steps were taken; the first pass only evaluates g at the warm start
         x, lipschitz, target_sq, inner_max = s[at.x], s[at.lipschitz], s[at.target_sq], s[at.inner_max]
 
         def go_on(c: tuple) -> Any:
             k, _, g = c
-            return (k <= inner_max) & jnp.logical_not(g @ g <= target_sq)
+            return (k == 0) | ((k <= inner_max) & jnp.logical_not(g @ g <= target_sq))
 
         def step(c: tuple) -> tuple:
             k, y, g = c
-            y = y - g / lipschitz
+            y = jnp.where(k == 0, y, y - g / lipschitz)
             return k + 1.0, y, lower_grad_y(x, y)
 
-        y = s[at.y]
-        k, y, g = lax.while_loop(go_on, step, (jnp.asarray(1.0, s.dtype), y, lower_grad_y(x, y)))
+        k, y, g = lax.while_loop(go_on, step, (jnp.zeros((), s.dtype), s[at.y], s[at.g]))
         s = s.at[at.y].set(y).at[at.g].set(g)
         return s.at[at.gradients].set(k).at[at.phase].set(_UPPER)
 
     def upper(s: Any) -> Any:
         value, (Fx, Fy) = upper_value_and_grad(s[at.x], s[at.y])
         s = s.at[at.Fx].set(Fx).at[at.Fy].set(Fy).at[at.value].set(value)
-        return s.at[at.phase].set(_RESIDUAL)
+        return s.at[at.phase].set(_SOLVE)
 
-    def residual(s: Any) -> Any:
-        # cross = H_xy v, r = p = grad_y F - H_yy v (one product, counted); no CG step when r.r <= tol
-        cross, hv = lower_hvp(s[at.x], s[at.y], s[at.v])
-        r = s[at.Fy] - hv
-        rr = r @ r
-        s = s.at[at.cross].set(cross).at[at.r].set(r).at[at.p].set(r).at[at.rr].set(rr)
-        done = (s[at.cg_max] < 1) | (rr <= s[at.cg_tol_sq])
-        return s.at[at.products].set(1.0).at[at.phase].set(jnp.where(done, _DONE, _CG))
-
-    def cg_step(s: Any) -> Any:
-        # CG from the initial residual to r.r <= tol, cg_max steps or a non-positive curvature: a loop of its own
-        x, y, cg_max, tol_sq = s[at.x], s[at.y], s[at.cg_max], s[at.cg_tol_sq]
+    def conjugate_gradient(s: Any) -> Any:
+        # CG on H_yy v = grad_y F from the warm start, cross = H_xy v carried along, one product per pass: the
+        # first pass gives the initial residual r = p = grad_y F - H_yy v; then steps while r.r > tol, fewer than
+        # cg_max steps were taken and the curvature p.H p stays positive (at a non-positive one NumPy breaks:
+        # the product counted, nothing updated)
+        x, y, Fy, cg_max, tol_sq = s[at.x], s[at.y], s[at.Fy], s[at.cg_max], s[at.cg_tol_sq]
 
         def go_on(c: tuple) -> Any:
             k, _, _, _, _, rr, stop = c
-            return (k <= cg_max) & jnp.logical_not(rr <= tol_sq) & jnp.logical_not(stop)
+            return (k == 0) | ((k <= cg_max) & jnp.logical_not(rr <= tol_sq) & jnp.logical_not(stop))
 
         def step(c: tuple) -> tuple:
             k, v, cross, r, p, rr, _ = c
-            hx, hp = lower_hvp(x, y, p)
+            first = k == 0
+            hx, hp = lower_hvp(x, y, jnp.where(first, v, p))
             curvature = p @ hp
-            stop = curvature <= 0  # NumPy breaks here: the product counted, nothing updated
-            a = rr / curvature
-            r_new = r - a * hp
-            rr_new = r_new @ r_new
-            new = (v + a * p, cross + a * hx, r_new, r_new + (rr_new / rr) * p, rr_new)
-            kept = tuple(jnp.where(stop, old, fresh) for old, fresh in zip((v, cross, r, p, rr), new, strict=True))
-            return (k + 1.0, *kept, stop)
+            stop = jnp.logical_not(first) & (curvature <= 0)
+            # a zero step leaves v, cross and r as they were (p is not used after a stop)
+            a = jnp.where(stop | first, 0.0, rr / curvature)
+            v, cross = v + a * p, jnp.where(first, hx, cross + a * hx)
+            r = jnp.where(first, Fy - hp, r - a * hp)
+            rr_new = jnp.where(stop, rr, r @ r)
+            p = jnp.where(first, r, r + (rr_new / rr) * p)
+            return k + 1.0, v, cross, r, p, rr_new, stop
 
-        start = (s[at.products], s[at.v], s[at.cross], s[at.r], s[at.p], s[at.rr], jnp.asarray(False))
-        k, v, cross, r, p, rr, _ = lax.while_loop(go_on, step, start)
-        s = s.at[at.v].set(v).at[at.cross].set(cross).at[at.r].set(r).at[at.p].set(p).at[at.rr].set(rr)
-        return s.at[at.products].set(k).at[at.phase].set(_DONE)
-
-    def richardson_step(s: Any) -> Any:
-        # v <- v + (grad_y F - H_yy v) / l, the cross term of the last product (NumPy's linear_solver="gd")
         v = s[at.v]
-        cross, hv = lower_hvp(s[at.x], s[at.y], v)
-        v = v + (s[at.Fy] - hv) / s[at.lipschitz]
-        k = s[at.products] + 1.0
-        s = s.at[at.v].set(v).at[at.cross].set(cross).at[at.products].set(k)
-        return s.at[at.phase].set(jnp.where(k >= s[at.cg_max], _DONE, _RESIDUAL))
+        one = jnp.ones((), s.dtype)
+        k, v, cross, _, _, _, _ = lax.while_loop(go_on, step, (0.0 * one, v, s[at.cross], v, v, one,
+                                                              jnp.asarray(False)))
+        s = s.at[at.v].set(v).at[at.cross].set(cross)
+        return s.at[at.products].set(k).at[at.phase].set(_FINISH)
 
-    branches = (descent, upper, richardson_step if richardson else residual, cg_step)
+    def gradient_steps(s: Any) -> Any:
+        # cg_max Richardson steps v <- v + (grad_y F - H_yy v) / l, the cross term of the last product (NumPy's
+        # linear_solver="gd")
+        x, y, Fy, lipschitz = s[at.x], s[at.y], s[at.Fy], s[at.lipschitz]
+
+        def step(_: Any, c: tuple) -> tuple:
+            v, _ = c
+            cross, hv = lower_hvp(x, y, v)
+            return v + (Fy - hv) / lipschitz, cross
+
+        v, cross = lax.fori_loop(0, s[at.cg_max].astype(jnp.int32), step, (s[at.v], s[at.cross]))
+        s = s.at[at.v].set(v).at[at.cross].set(cross)
+        return s.at[at.products].set(s[at.cg_max]).at[at.phase].set(_FINISH)
+
+    def finish(s: Any) -> Any:
+        g, v = s[at.g], s[at.v]
+        s = s.at[at.estimate].set(s[at.Fx] - s[at.cross]).at[at.gradient_norm].set(jnp.sqrt(g @ g))
+        return s.at[at.corrected].set(s[at.value] - v @ g).at[at.phase].set(_DONE)
+
+    branches = (descent, upper, gradient_steps if richardson else conjugate_gradient, finish)
 
     def evaluate(state: Any) -> Any:
         return lax.while_loop(lambda s: s[at.phase] < _DONE,
@@ -257,6 +270,7 @@ def hypergradient_oracle(problem: BilevelProblem, oracles: Oracles, lipschitz: f
     state[at.inner_max] = float(inner_steps if inner_steps is not None else inner_max)
     state[at.cg_max] = float(cg_steps if cg_steps is not None else inner_max)
     fixed_inner, fixed_cg = inner_steps is not None, cg_steps is not None
+    float64 = x64()  # one context object, entered at each call (cheaper than building one per call)
 
     def hypergradient(x: np.ndarray, st: dict[str, Any]) -> tuple[np.ndarray, float]:
         target = max(1e-14, inner_rtol * min(1.0, st["residual"]))
@@ -264,18 +278,16 @@ def hypergradient_oracle(problem: BilevelProblem, oracles: Oracles, lipschitz: f
         state[at.x], state[at.y], state[at.v] = x, st["y"], st["v"]
         state[at.target_sq] = -1.0 if fixed_inner else target_sq  # a fixed count: never stop early
         state[at.cg_tol_sq] = 0.0 if fixed_cg else target_sq
-        state[at.gradients] = state[at.products] = state[at.phase] = 0.0
-        with x64():
+        state[at.counters] = 0.0
+        with float64:
             out = np.asarray(program(state))
         # read-only views of one buffer: the outer loop rebinds state entries, never writes into them
-        g = out[at.g]
-        st["y"], st["v"], st["lower_grad"] = out[at.y], out[at.v], g
-        st["hypergradient"] = estimate = out[at.Fx] - out[at.cross]
-        gg = float(g @ g)
-        st["value"] = float(out[at.value]) - float(out[at.v] @ g)
+        st["y"], st["v"], st["lower_grad"] = out[at.y], out[at.v], out[at.g]
+        st["hypergradient"] = estimate = out[at.estimate]
+        st["value"] = float(out[at.corrected])
         counts["lower_grad"] += int(out[at.gradients])
         counts["upper_grad"] += 1
         counts["lower_hvp"] += int(out[at.products])
-        return estimate, math.sqrt(gg)
+        return estimate, float(out[at.gradient_norm])
 
     return hypergradient
