@@ -2,26 +2,32 @@ r"""JAX backend of ``"aid"`` (``backend="jax"``): one hypergradient evaluation a
 
 The outer loop of :func:`optkit.solvers.bilevel.aid.aid` (step rule, line search, stopping test, history, callback)
 is the NumPy backend's Python code; what it calls once per trial point, ``hypergradient(x, state)``, is here one
-``jax.jit`` program of three parts, each the NumPy backend's loop with the same stopping test, warm start and
-counts:
+``jax.jit`` program that runs, with the NumPy backend's stopping tests, warm starts and counts:
 
 1. gradient descent on the lower level, :math:`y \leftarrow y - \nabla_y f(x, y)/\ell`, from the previous
-   :math:`y`, while :math:`\|\nabla_y f(x, y)\|^2 >` ``target_sq`` (at most ``inner_max`` steps; a fixed number
-   with ``inner_steps``), one lower gradient per evaluation of :math:`\nabla_y f`;
-2. the upper gradient and value :math:`(F, \nabla_x F, \nabla_y F)(x, y)` (``jax.value_and_grad``, one upper
-   gradient; the value is counted as one upper value only where the outer loop uses it);
+   :math:`y`, while :math:`\|\nabla_y f(x, y)\|^2 >` ``target_sq`` (at most ``inner_max`` steps; exactly
+   ``inner_steps`` when fixed), one lower gradient per evaluation of :math:`\nabla_y f` (the first at the warm
+   start);
+2. the upper value and gradient :math:`(F, \nabla_x F, \nabla_y F)(x, y)` (``jax.value_and_grad``: one upper
+   gradient; the value is counted as one upper value where the outer line search reads it);
 3. conjugate gradient on :math:`\nabla^2_{yy} f\, v = \nabla_y F` from the previous :math:`v`, carrying
-   :math:`\nabla^2_{xy} f\, v` along (one Hessian-vector product per step plus one for the initial residual), to
-   ``cg_tol_sq`` (or ``cg_steps`` Richardson steps, ``linear_solver="gd"``).
+   :math:`\nabla^2_{xy} f\, v` along (one Hessian-vector product for the initial residual, one per step) to
+   ``cg_tol_sq`` or ``cg_max`` steps or a non-positive curvature; or ``cg_steps`` Richardson steps
+   (``linear_solver="gd"``);
+4. the outputs: the estimate :math:`\nabla_x F - \nabla^2_{xy} f\, v` (Pedregosa 2016, eq. (4); notes
+   ``algorithms/bilevel.md`` §1.2), :math:`\|\nabla_y f\|` and the corrected value
+   :math:`F(x, y) - \langle v, \nabla_y f(x, y)\rangle`.
 
-It returns :math:`y, v`, the estimate :math:`\nabla_x F - \nabla^2_{xy} f\, v`, :math:`\nabla_y f`, its norm, the
-corrected value :math:`F(x, y) - \langle v, \nabla_y f(x, y)\rangle` and the two loop counts, packed in one float64
-vector (one transfer each way per call). Hessian-vector products are forward-over-reverse
-(``jax.jvp`` of ``jax.grad(f, argnums=(0, 1))`` in the :math:`y` direction), giving both blocks
-:math:`(\nabla^2_{xy} f\, w, \nabla^2_{yy} f\, w)` as the NumPy oracle ``lower.hvp(x, y, 0, w)`` does.
+Inputs and outputs travel in one float64 vector (:class:`_Layout`: one transfer each way per call).
+Hessian-vector products are forward over reverse (``jax.jvp`` of ``jax.grad(f, argnums=(0, 1))`` along
+:math:`(0, w)`), both blocks :math:`(\nabla^2_{xy} f\, w, \nabla^2_{yy} f\, w)` as the NumPy oracle
+``lower.hvp(x, y, 0, w)`` gives them. The Lipschitz estimate :math:`\ell` is
+:func:`~optkit.solvers.bilevel._implicit.lower_lipschitz` as one compiled power iteration.
 
-The compiled programs depend only on the problem's levels and sizes; they are built once per problem (a weak
-cache: problems are immutable) so repeated solves do not recompile.
+The programs depend only on the problem's levels and sizes: they are built once per problem (a weak cache;
+problems are immutable), so repeated solves do not recompile. Per call, the fixed cost (dispatch, reading the
+state, the phases) is a few tens of microseconds on the CPU, plus JAX's asynchronous CPU dispatch (the call runs
+on a worker thread: ~0.05-0.08 ms on a small shared machine) unless ``jax_cpu_enable_async_dispatch`` is off.
 """
 
 from __future__ import annotations

@@ -148,3 +148,11 @@ def test_refusals_name_the_reason(toys_t2) -> None:
 def test_auto_backend_stays_numpy(toys_t2) -> None:
     result = optkit.solve(toys_t2[1].problem, "aid", tol=1e-6)
     assert result.backend == "numpy" and result.success
+
+
+def test_programs_are_built_once_per_problem(toys_t2) -> None:
+    problem = toys_t2[1].problem
+    optkit.solve(problem, "aid", tol=1e-6, backend="jax")
+    programs = dict(_aid_jax._PROGRAMS[problem])
+    optkit.solve(problem, "aid", tol=1e-6, backend="jax")
+    assert dict(_aid_jax._PROGRAMS[problem]) == programs  # the same jitted callables: no retrace per solve
