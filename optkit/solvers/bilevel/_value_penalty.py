@@ -91,6 +91,7 @@ def run_value_penalty(
     outer_rule: str = "secant",
     shared_inner: bool = False,
     backend: str = "numpy",
+    check_every: int = 1,
 ) -> Result:
     r"""Run the penalty iteration. ``inner_steps=None``: adaptive accelerated inner solves (double loop);
     an int: that many plain projected-gradient steps per outer step with Lipschitz steps (F2SA / single loop).
@@ -105,7 +106,14 @@ def run_value_penalty(
     ``backend="jax"`` (deterministic fixed inner steps on a problem that
     :func:`~optkit.solvers.bilevel._jax_common.jax_support` accepts; the caller checks): each outer iteration's inner
     steps and the gradients at the returned pair are one compiled call
-    (:class:`~optkit.solvers.bilevel._value_penalty_jax.FixedInnerKernel`), the rest of the iteration is shared."""
+    (:class:`~optkit.solvers.bilevel._value_penalty_jax.FixedInnerKernel`), the rest of the iteration is shared.
+
+    ``check_every`` > 1: each call of the driver's step advances up to that many outer iterations (fewer when the
+    stopping test holds, a value is non-finite or the iteration budget ends): the history has one row per such
+    segment and the callback, the time limit and the progress bar act once per segment. With ``backend="jax"`` the
+    whole segment is one compiled call (:class:`~optkit.solvers.bilevel._value_penalty_jax.Segment`: schedule,
+    inner steps, outer step rule, stopping test); with NumPy it is the same Python iteration in a loop. The
+    iterates and the iteration at which the stopping test holds do not depend on ``check_every``."""
     if backend == "jax" and (inner_steps is None or batch_size is not None):
         raise ValueError(f"{method} with backend='jax' runs deterministic fixed inner steps only (inner_steps set, "
                          "batch_size=None): use backend='numpy'")
@@ -231,32 +239,75 @@ def run_value_penalty(
         return x_step(k, xk, sigma, direction, y, z)
 
     iterate = one if kernel is None else one_jax
+    failure = (f"{method}: a non-finite iterate appeared; the last finite iterate is returned. "
+               "Try a smaller step or a larger final sigma.")
+    sigma_stop = sigma_final * (1 + 1e-12)
 
     def step_fn(budget: int) -> Step:
         before = oracles.oracle_calls
-        residuals, status = iterate(state["k"])
-        state["k"] += 1
-        if status is not None:
-            return Step(1, residuals, status=status,
-                        message=f"{method}: a non-finite iterate appeared; the last finite iterate is returned. "
-                        "Try a smaller step or a larger final sigma.")
-        return Step(1, residuals, counts={"oracle_calls": oracles.oracle_calls - before})
+        taken = 0
+        for _ in range(min(budget, check_every)):
+            residuals, status = iterate(state["k"])
+            state["k"] += 1
+            taken += 1
+            if status is not None:
+                return Step(taken, residuals, counts={"oracle_calls": oracles.oracle_calls - before}, status=status,
+                            message=failure)
+            if not all(math.isfinite(v) for v in residuals.values()) or converged(residuals):
+                break
+        return Step(taken, residuals, counts={"oracle_calls": oracles.oracle_calls - before})
+
+    segment = None
+    if kernel is not None and check_every > 1:
+        from optkit.solvers.bilevel._value_penalty_jax import FAILED
+
+        segment = kernel.segment(check_every, "secant" if step is not None else outer_rule, step is not None)
+        pair["state"] = segment.start(x, y0)
+        sigma_table = np.empty(check_every)
+        alpha_table = np.full(check_every, math.nan)
+
+        def step_segment(budget: int) -> Step:
+            k0 = state["k"]
+            for j in range(check_every):
+                sigma_table[j] = sigma_of(k0 + j)
+            if step is not None:
+                for j in range(check_every):
+                    alpha_table[j] = step / (k0 + j + 1) ** step_decay if step_decay > 0 else step
+            new, taken, code, hyper, inner, sigma, n_upper, n_lower = segment(
+                pair["state"], sigma_table, alpha_table, lipschitz_f, lipschitz_F, tol, sigma_stop,
+                min(budget, check_every))
+            counts = oracles.counts
+            counts["upper_grad"] += n_upper
+            counts["lower_grad"] += n_lower
+            pair["state"] = new
+            state["k"] += taken
+            done = {"oracle_calls": n_upper + n_lower}
+            if code == FAILED:
+                return Step(taken, {"hypergradient_norm": math.nan, "inner_residual": math.nan}, counts=done,
+                            status=Status.NUMERICAL_ERROR, message=failure)
+            state["sigma"], state["residual"] = sigma, hyper
+            return Step(taken, {"hypergradient_norm": hyper, "inner_residual": inner, "sigma": sigma}, counts=done)
 
     def converged(r: dict[str, float]) -> bool:
-        at_final = r.get("sigma", math.inf) <= sigma_final * (1 + 1e-12)
+        at_final = r.get("sigma", math.inf) <= sigma_stop
         return at_final and r["hypergradient_norm"] <= tol and r["inner_residual"] <= tol
 
     def current() -> tuple[np.ndarray, np.ndarray]:
+        if segment is not None:
+            x_now, y_now, _ = segment.split(pair["state"])
+            return x_now, y_now
         if kernel is not None:
             return state["x"].copy(), kernel.copies(pair["yz"])[0]
         return state["x"].copy(), y_state.y.copy()
 
     outcome = drive(
-        step_fn, converged=converged, max_iter=max_iter, method=method, time_limit=time_limit, callback=callback,
+        step_fn if segment is None else step_segment, converged=converged, max_iter=max_iter, method=method, time_limit=time_limit, callback=callback,
         progress=progress, current=current,
         stopping_rule=f"sigma = {sigma_final:g}, x gradient mapping <= {tol:g} and inner residual / sigma <= {tol:g}",
     )
-    if kernel is not None:
+    if segment is not None:
+        state["x"], y_state.y, z_state.y = segment.split(pair["state"])
+    elif kernel is not None:
         y_state.y, z_state.y = kernel.copies(pair["yz"])
     x_final, y_final = state["x"], y_state.y
     if not finite(x_final, y_final):

@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 
 from optkit.problems.bilevel import BilevelProblem
-from optkit.solvers.bilevel._jax_common import jax_levels, x64
+from optkit.solvers.bilevel._jax_common import jax_levels, jax_projection, x64
 
-__all__ = ["FixedInnerKernel", "fixed_inner_kernel"]
+__all__ = ["FAILED", "FixedInnerKernel", "Segment", "fixed_inner_kernel"]
 
 _PROBE_ITERATIONS = 8  # as probe_lipschitz
 
@@ -142,6 +142,11 @@ class FixedInnerKernel:
             return y, z, Fx, fx_y, fx_z, r_y, r_z, n_upper, n_lower
 
         inner = jacobi if shared else separate
+        self._inner = inner
+        self._shared = bool(shared)
+        self._project = jax_projection(problem)
+        self.m = problem.dims[1]
+        self._segments: dict[tuple, Any] = {}
 
         def outer_iteration(x: Any, pair: Any, params: Any) -> tuple[Any, Any]:
             y, z, Fx, fx_y, fx_z, r_y, r_z, n_upper, n_lower = inner(x, pair, params)
@@ -210,3 +215,171 @@ class FixedInnerKernel:
         """``(y, z)`` as NumPy float64 arrays."""
         both = np.asarray(pair, dtype=np.float64)
         return both[0].copy(), both[1].copy()
+
+    def segment(self, length: int, rule: str, fixed_step: bool) -> Segment:
+        """The compiled segment of up to ``length`` outer iterations (:class:`Segment`), built once per kernel and
+        ``(length, rule, fixed_step)``."""
+        key = (int(length), str(rule), bool(fixed_step))
+        if key not in self._segments:
+            self._segments[key] = Segment(self, *key)
+        return self._segments[key]
+
+
+# what a segment reports (host vector): iterations taken, stop code, the last residuals, sigma, counts
+_RUNNING, _STOPPED, _FAILED = 0, 1, 2
+FAILED = _FAILED
+
+
+class Segment:
+    r"""Up to ``length`` outer iterations of :func:`~optkit.solvers.bilevel._value_penalty.run_value_penalty`
+    (fixed inner steps, deterministic) as one compiled call: a ``lax.while_loop`` over outer iterations whose body
+    is the NumPy engine's iteration,
+
+    1. :math:`\sigma_k` from a table the host fills with the engine's schedule for :math:`k_0, \dots, k_0 + L - 1`
+       (``sigma_of(k)``, i.e. F2SA's :math:`1/\lambda_k = 1/\min(\lambda_{max}, \lambda_0 (k+1)^p)`, computed by
+       the same Python function as the NumPy backend, so both backends use bit-identical :math:`\sigma_k`), and
+       the inner steps :math:`\beta_y = 1/(\sigma\ell_F + \ell_f)`, :math:`\beta_z = 1/\ell_f` (shared mode:
+       :math:`1/(\ell_f + \sigma\ell_F)`);
+    2. the ``T`` inner steps and the x-direction :math:`G_x` (the kernel's body, :class:`FixedInnerKernel`);
+    3. the outer step :math:`\xi_k`: a port of :class:`~optkit.solvers.bilevel._common.SecantStep` (monotone
+       secant estimate :math:`L_k = \max(L_{k-1}, \|G_k - G_{k-1}\|/\|x_k - x_{k-1}\|)` when
+       :math:`\|x_k - x_{k-1}\| > 10^{-10}\max(1, \|x_k\|)` and the estimate is finite, :math:`\xi_k = 1/L_k`, the
+       first step at most :math:`0.05\max(1, \|x\|)/\|G\|`), of :class:`~optkit.solvers.bilevel._common.BBStep`
+       (Barzilai & Borwein 1988, eq. (5): :math:`\|s\|^2/\langle s, d\rangle` when positive and finite, else the
+       previous step, clipped to :math:`[10^{-10}, 10^{10}]`), or the fixed steps (a host table, with
+       ``step_decay``);
+    4. :math:`x \leftarrow P_X(x - \xi_k G_x)`, the residuals :math:`\|x_k - x_{k+1}\|/\xi_k` and
+       :math:`\max(r_y, r_z)/\sigma_k`, and the engine's stopping test (:math:`\sigma_k \le \sigma_{final}(1 +
+       10^{-12})`, both residuals :math:`\le` ``tol``).
+
+    The loop stops after ``budget`` iterations (at most ``length``), at the first iteration meeting the stopping
+    test, or at the first non-finite value: copies or :math:`G_x` non-finite leave the state as it was before that
+    iteration, a non-finite :math:`x_{k+1}` keeps the new copies and the old :math:`x` (as the NumPy engine does).
+    The iteration that fails is counted, with its oracle calls.
+
+    State (one device vector, kept on the device between calls): ``[x (n) | y (m) | z (m) | rule scalar | has
+    previous | previous x (n) | previous G (n)]``, the rule scalar being the secant :math:`L` (start 1) or the BB
+    step.
+    """
+
+    def __init__(self, kernel: FixedInnerKernel, length: int, rule: str, fixed_step: bool) -> None:
+        import jax
+        import jax.numpy as jnp
+        from jax import lax
+
+        if rule not in ("secant", "bb"):
+            raise ValueError(f"outer_step must be 'secant' or 'bb', got {rule!r}")
+        n, m = kernel.n, kernel.m
+        self.n, self.m, self.length = n, m, int(length)
+        inner, project, shared = kernel._inner, kernel._project, kernel._shared
+        length = self.length
+
+        def norm(v: Any) -> Any:
+            return jnp.sqrt(jnp.dot(v, v))
+
+        def secant(scalar: Any, has: Any, last_x: Any, last_g: Any, x: Any, g: Any) -> tuple[Any, Any]:
+            dx = norm(x - last_x)
+            estimate = norm(g - last_g) / jnp.where(dx > 0, dx, 1.0)
+            use = has & (dx > 1e-10 * jnp.maximum(1.0, norm(x))) & jnp.isfinite(estimate)
+            lipschitz = jnp.where(use, jnp.maximum(scalar, estimate), scalar)
+            step = 1.0 / lipschitz
+            g_norm = norm(g)
+            first = jnp.minimum(step, 0.05 * jnp.maximum(1.0, norm(x)) / jnp.where(g_norm > 0, g_norm, 1.0))
+            step = jnp.where(has | (g_norm <= 0), step, first)
+            return step, lipschitz
+
+        def barzilai_borwein(scalar: Any, has: Any, last_x: Any, last_g: Any, x: Any, g: Any) -> tuple[Any, Any]:
+            g_norm = norm(g)
+            first = jnp.where(g_norm > 0, 0.05 * jnp.maximum(1.0, norm(x)) / jnp.where(g_norm > 0, g_norm, 1.0),
+                              1.0)
+            s, d = x - last_x, g - last_g
+            sd = jnp.dot(s, d)
+            ok = (sd > 0) & jnp.isfinite(sd)
+            later = jnp.where(ok, jnp.dot(s, s) / jnp.where(ok, sd, 1.0), scalar)
+            step = jnp.clip(jnp.where(has, later, first), 1e-10, 1e10)
+            return step, step
+
+        outer_rule = secant if rule == "secant" else barzilai_borwein
+
+        def run(state: Any, params: Any) -> tuple[Any, Any]:
+            lipschitz_f, lipschitz_F, tol, sigma_stop = params[0], params[1], params[2], params[3]
+            budget = params[4].astype(jnp.int32)
+            sigmas = params[5:5 + length]
+            alphas = params[5 + length:5 + 2 * length]
+            nan = jnp.asarray(jnp.nan, state.dtype)
+            zero = jnp.zeros((), state.dtype)
+
+            def body(carry: tuple) -> tuple:
+                i, s, _, _, _, n_upper, n_lower, _ = carry
+                x, y, z = s[:n], s[n:n + m], s[n + m:n + 2 * m]
+                scalar, has = s[n + 2 * m], s[n + 2 * m + 1] > 0
+                last_x, last_g = s[n + 2 * m + 2:2 * n + 2 * m + 2], s[2 * n + 2 * m + 2:]
+                sigma = sigmas[i]
+                if shared:
+                    inner_params = jnp.stack([sigma, 1.0 / (lipschitz_f + sigma * lipschitz_F)])
+                else:
+                    inner_params = jnp.stack([sigma, 1.0 / (sigma * lipschitz_F + lipschitz_f), 1.0 / lipschitz_f])
+                y_new, z_new, Fx, fx_y, fx_z, r_y, r_z, up, low = inner(x, jnp.stack([y, z]), inner_params)
+                g = Fx + (fx_y - fx_z) / sigma
+                copies_ok = jnp.isfinite(y_new).all() & jnp.isfinite(z_new).all() & jnp.isfinite(g).all()
+                if fixed_step:
+                    alpha, scalar_new, has_new, last_x_new, last_g_new = alphas[i], scalar, has, last_x, last_g
+                else:
+                    alpha, scalar_new = outer_rule(scalar, has, last_x, last_g, x, g)
+                    has_new, last_x_new, last_g_new = jnp.asarray(True), x, g
+                x_new = project(x - alpha * g)
+                x_ok = jnp.isfinite(x_new).all()
+                hyper = norm(x - x_new) / alpha
+                inner_r = jnp.maximum(r_y, r_z) / sigma
+                ok = copies_ok & x_ok
+                converged = (sigma <= sigma_stop) & (hyper <= tol) & (inner_r <= tol)
+                finite_r = jnp.isfinite(hyper) & jnp.isfinite(inner_r)
+                code = jnp.where(~ok, _FAILED, jnp.where(converged | ~finite_r, _STOPPED, _RUNNING)).astype(jnp.int32)
+                # copies: updated unless they (or G) are non-finite; x and the rule: only when everything is
+                keep_copies = copies_ok
+                new_state = jnp.concatenate([
+                    jnp.where(ok, x_new, x), jnp.where(keep_copies, y_new, y), jnp.where(keep_copies, z_new, z),
+                    jnp.where(ok, scalar_new, scalar)[None], jnp.where(ok, has_new, has).astype(s.dtype)[None],
+                    jnp.where(ok, last_x_new, last_x), jnp.where(ok, last_g_new, last_g)])
+                hyper = jnp.where(ok, hyper, nan)
+                inner_r = jnp.where(ok, inner_r, nan)
+                return (i + 1, new_state, hyper, inner_r, sigma, n_upper + up, n_lower + low, code)
+
+            start = (jnp.int32(0), state, zero, zero, zero, jnp.int32(0), jnp.int32(0), jnp.int32(_RUNNING))
+            i, state, hyper, inner_r, sigma, n_upper, n_lower, code = lax.while_loop(
+                lambda c: (c[0] < budget) & (c[7] == _RUNNING), body, start)
+            report = jnp.stack([i.astype(state.dtype), code.astype(state.dtype), hyper, inner_r, sigma,
+                                n_upper.astype(state.dtype), n_lower.astype(state.dtype)])
+            return state, report
+
+        self._run = jax.jit(run)
+
+    def start(self, x: np.ndarray, y: np.ndarray, initial_step: float = 1.0) -> Any:
+        """The initial state vector (both copies ``y``, no previous pair, the rule scalar ``initial_step``)."""
+        import jax.numpy as jnp
+
+        n = self.n
+        state = np.concatenate([x, y, y, [initial_step, 0.0], np.zeros(2 * n)]).astype(np.float64)
+        with x64():
+            return jnp.asarray(state)
+
+    def __call__(self, state: Any, sigmas: np.ndarray, alphas: np.ndarray, lipschitz_f: float, lipschitz_F: float,
+                 tol: float, sigma_stop: float, budget: int) -> tuple[Any, int, int, float, float, float, int, int]:
+        """Run up to ``budget`` (<= ``length``) iterations: ``(state, iterations, code, hypergradient_norm,
+        inner_residual, sigma, upper_grads, lower_grads)``; ``code`` 1: the stopping test held (or a residual is
+        non-finite: the driver's test then reports it), 2: a non-finite copy, direction or x."""
+        params = np.empty(5 + 2 * self.length)
+        params[:5] = (lipschitz_f, lipschitz_F, tol, sigma_stop, budget)
+        params[5:5 + self.length] = sigmas
+        params[5 + self.length:] = alphas
+        with x64():
+            state, report = self._run(state, params)
+            report = np.asarray(report)
+        return (state, int(report[0]), int(report[1]), float(report[2]), float(report[3]), float(report[4]),
+                int(report[5]), int(report[6]))
+
+    def split(self, state: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, y, z)`` of a state vector as NumPy float64 arrays."""
+        s = np.asarray(state, dtype=np.float64)
+        n, m = self.n, self.m
+        return s[:n].copy(), s[n:n + m].copy(), s[n + m:n + 2 * m].copy()

@@ -73,6 +73,7 @@ def f2sa(
     step_decay: float = 0.0,
     batch_size: int | None = None,
     time_limit: float | None = None,
+    check_every: int | None = None,
     backend: str = "auto",
     callback: Any = None,
     progress: bool = False,
@@ -106,6 +107,14 @@ def f2sa(
         NumPy backend's up to rounding), the outer loop is shared. It needs JAX-traceable levels, X = R^n or a
         box, Y = R^m, no upper set and no coupled lower constraints, and deterministic runs: ``batch_size`` with
         ``backend="jax"`` raises ``ValueError``.
+    check_every
+        Outer iterations per step of the driver (``None``: 10 with ``backend="jax"``, 1 with NumPy). With
+        ``backend="jax"`` such a segment is ONE compiled call (schedule, inner steps, outer step rule, residuals
+        and stopping test inside a ``lax.while_loop``; it stops inside the segment at the iteration where the
+        stopping test holds or a value is non-finite, and never runs past ``max_iter``), so the iterates, ``nit``
+        and the counts at convergence do not depend on it. What it changes: the history has one row per segment,
+        and ``callback``, ``time_limit`` and ``progress`` act once per segment (a callback stop can come up to
+        ``check_every - 1`` iterations after the first iterate that would have satisfied it).
     time_limit, callback, progress, seed
         See :func:`optkit.solve`. Stochastic runs without ``seed`` use the fixed seed 0 and say so in ``info``.
 
@@ -147,6 +156,9 @@ def f2sa(
         batch_size = check_positive_int("batch_size", batch_size)
     if time_limit is not None:
         time_limit = check_positive("time_limit", time_limit)
+    if check_every is None:
+        check_every = 10 if chosen == "jax" else 1
+    check_every = check_positive_int("check_every", check_every)
 
     def sigma_of(k: int) -> float:
         return 1.0 / schedule(lambda0, lambda_max, k, kind="polynomial", rate=lambda_rate)
@@ -156,4 +168,5 @@ def f2sa(
         step_decay=step_decay, inner_steps=inner_steps, inner_max=inner_steps, inner_rtol=1.0,
         batch_size=batch_size, time_limit=time_limit, callback=callback, progress=progress, seed=seed,
         extra_info={"lambda": "lambda = 1/sigma", "lambda0": lambda0, "lambda_rate": lambda_rate}, backend=chosen,
+        check_every=check_every,
     )
