@@ -195,7 +195,9 @@ def aid(
         raise ValueError("linear_solver='gd' needs a fixed number of steps: set cg_steps")
     if outer_step not in ("nonmonotone_bb", "secant", "bb"):
         raise ValueError(f"outer_step must be 'nonmonotone_bb', 'secant' or 'bb', got {outer_step!r}")
-    rule = outer_step_rule(outer_step, step) if (outer_step != "nonmonotone_bb" or step is not None) else None
+    # a fixed step overrides outer_step (the fixed-step branch of SecantStep)
+    rule = (outer_step_rule("secant" if step is not None else outer_step, step)
+            if (outer_step != "nonmonotone_bb" or step is not None) else None)
     oracles = Oracles(problem)
     x0 = problem.x_set.project(problem.x0)
     state: dict[str, Any] = {"x": x0, "y": np.array(problem.y0), "v": np.zeros(problem.dims[1]), "residual": 1.0}

@@ -63,6 +63,7 @@ def test_default_matches_numpy_and_closed_form_on_t2(toys_t2) -> None:
     {"outer_step": "bb", "inner_steps": 2, "cg_steps": 2},
     {"outer_step": "bb", "inner_steps": 2, "cg_steps": 2, "linear_solver": "gd"},
     {"inner_steps": 3, "cg_steps": 1},
+    {"step": 0.5},  # a fixed step (overrides the default outer_step)
 ])
 def test_other_outer_rules_and_fixed_steps_match_numpy_on_t2(toys_t2, options) -> None:
     plain, traced = toys_t2
