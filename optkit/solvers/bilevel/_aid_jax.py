@@ -14,8 +14,8 @@ is the NumPy backend's Python code; what it calls once per trial point, ``hyperg
    :math:`\nabla^2_{xy} f\, v` along (one Hessian-vector product for the initial residual, one per step) to
    ``cg_tol_sq`` or ``cg_max`` steps or a non-positive curvature; or ``cg_steps`` Richardson steps
    (``linear_solver="gd"``);
-4. the outputs: the estimate :math:`\nabla_x F - \nabla^2_{xy} f\, v` (Pedregosa 2016, eq. (4); notes
-   ``algorithms/bilevel.md`` §1.2), :math:`\|\nabla_y f\|` and the corrected value
+4. the outputs: the estimate :math:`\nabla_x F - \nabla^2_{xy} f\, v` (the implicit-function formula of
+   :mod:`optkit.solvers.bilevel.aid`; Pedregosa 2016, HOAG), :math:`\|\nabla_y f\|` and the corrected value
    :math:`F(x, y) - \langle v, \nabla_y f(x, y)\rangle`.
 
 Inputs and outputs travel in one float64 vector (:class:`_Layout`: one transfer each way per call).
