@@ -101,10 +101,11 @@ def f2sa(
     batch_size
         Minibatch size (finite-sum problems); ``None``: full gradients.
     backend
-        ``"numpy"`` (the reference), ``"jax"`` or ``"auto"`` (NumPy unless JAX arrays are given). ``"jax"``: each
-        outer iteration's ``T`` steps of both copies and the gradients at the returned pair run as one compiled
-        call (:mod:`optkit.solvers.bilevel._value_penalty_jax`; same steps, same counts, iterates equal to the
-        NumPy backend's up to rounding), the outer loop is shared. It needs JAX-traceable levels, X = R^n or a
+        ``"numpy"`` (the reference), ``"jax"`` or ``"auto"`` (NumPy unless JAX arrays are given). ``"jax"``: up to
+        ``check_every`` whole outer iterations (the :math:`\lambda_k` schedule, the ``T`` steps of both copies, the
+        x-direction, the outer step rule, the residuals and the stopping test) run as one compiled call
+        (:class:`optkit.solvers.bilevel._value_penalty_jax.Segment`; same steps, same counts, iterates equal to
+        the NumPy backend's up to rounding). It needs JAX-traceable levels, X = R^n or a
         box, Y = R^m, no upper set and no coupled lower constraints, and deterministic runs: ``batch_size`` with
         ``backend="jax"`` raises ``ValueError``.
     check_every
