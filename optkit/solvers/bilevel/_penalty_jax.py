@@ -27,19 +27,30 @@ x-blocks at the returned point are the other halves of gradients already counted
 level, each merit 1 upper and 2 lower values. The gradient reuse of ``_Copies`` is kept: a solve re-entered at
 the same ``x`` (the same array) from the points where the previous one returned starts from its gradients.
 
+The watchdog phase of the outer loop (plain BB steps, ``_FAST_STEPS`` inner steps each, no function values,
+a checkpoint every ``_WATCHDOG`` steps) runs in segments: :meth:`JaxCopies.fast_segment` is one compiled
+``lax.while_loop`` over outer steps whose pass does what ``penalty._run_deterministic``'s ``one_fast_step`` does,
+
+.. math::
+
+    x^+ = P_X(x - \alpha g),\qquad (y, z) \leftarrow \text{the solve loop above at } x^+ \text{ (target 0)},
+    \qquad g^+ = \nabla_x F(x^+, y) + (\nabla_x f(x^+, y) - \nabla_x f(x^+, z))/\sigma,
+
+then the BB1 step :math:`\|s\|^2/\langle s, g^+ - g\rangle` with ``_bb_next``'s clipping and growth cap (measured
+by the gradient mapping on a box), the residual :math:`\|x^+ - P_X(x^+ - \alpha^+ g^+)\|/\alpha^+` and the
+smallest residual; it stops after ``limit`` steps (the next checkpoint, the iteration budget, the last step with
+the same :math:`\sigma`), at the outer stopping test, or at a non-finite step (not taken: its calls are counted and
+the caller rolls back). The checkpoint itself (refinement, merit, accept or roll back) stays the shared Python
+code.
+
 The compiled programs depend only on the problem's levels and sizes; they are built once per problem (a weak
 cache: problems are immutable), so repeated solves do not recompile.
 
-Speed on the CPU. On benchopt's quadratic (d = 100, n = 1024, seed 0, ``||grad h||^2 <= 1e-8``) this backend takes
-the NumPy backend's 663 oracle calls (68 outer steps, 76 compiled calls) but ~24-32 ms CPU against ~14 ms
-(single-threaded flags of ``benchmarks/bilevel.py``, shared 2-core machine, 2026-11-22): each compiled call costs
-~250-330 us CPU although its arithmetic is ~30-60 us. XLA's CPU runtime runs any program above ~1000 flops on a
-worker thread, splits independent operations across its thread pool and lets the pool spin afterwards (``perf``:
-a third of the samples in ``Eigen::ThreadPoolTempl::GlobalSteal``/``MaybeGetTask``, a tenth in ``malloc``/``free``,
-a seventh in the compiled kernels); a program with one gradient already costs ~80 us. Stacking the operations,
-keeping everything inside the loop and batching the two copies with ``jax.vmap`` did not lower this (the last
-raised it). A backend that wins on the CPU would need fewer compiled calls than outer steps, i.e. part of the
-outer loop compiled, against the shared-outer-loop design.
+Speed on the CPU. XLA's CPU runtime costs ~250-300 us per compiled call whatever its arithmetic (thread-pool
+handoffs, allocation; ``perf``: a third of the samples in ``Eigen::ThreadPoolTempl::GlobalSteal``/``MaybeGetTask``,
+a tenth in ``malloc``/``free``), while one inner step costs ~13 us inside a loop. With one call per outer step
+this backend took ~31 ms CPU on benchopt's quadratic (d = 100, n = 1024, seed 0, ``||grad h||^2 <= 1e-8``, 663
+oracle calls, 76 compiled calls) against the NumPy backend's ~14 ms; the segments bring the calls to ~17.
 """
 
 from __future__ import annotations
@@ -51,8 +62,9 @@ from typing import Any
 import numpy as np
 
 from optkit.problems.bilevel import BilevelProblem
+from optkit.problems.sets import Box
 from optkit.solvers.bilevel._common import LowerFeasibleSet, Oracles
-from optkit.solvers.bilevel._jax_common import jax_levels, x64
+from optkit.solvers.bilevel._jax_common import jax_levels, jax_projection, x64
 
 __all__ = ["JaxCopies", "start_copies"]
 
@@ -63,9 +75,15 @@ _SIGMA, _TARGET, _LF, _LF_UPPER, _T, _MAX_STEPS, _MIN_STEPS, _USE_CACHE, _WANT_V
 # layout of the packed host output: 9 scalars, the 3 merit values (zeros unless asked), then the x-blocks (3, n),
 # then the rows y, z (2, m)
 _N_INFO = 12
+# layout of the packed scalar input of the segment program
+(_S_SIGMA, _S_ALPHA, _S_SMALLEST, _S_RESIDUAL, _S_INNER, _S_T, _S_LF, _S_LF_UPPER, _S_LIMIT, _S_FAST, _S_TOL,
+ _S_AT_FINAL) = range(12)
+# its host output: the scalars steps, bad, evals, alpha, residual, inner, smallest and the solve program's 9 info
+# scalars (t, L_f, L_F, r_y, r_z, r_d, evals of the last solve, cacheable, finite); then x, g (n each), y, z (m each)
+_N_SEGMENT = 16
 
 
-def _programs(problem: BilevelProblem) -> tuple[Any, Any, Any]:
+def _programs(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
     programs = _PROGRAMS.get(problem)
     if programs is None:
         with x64():
@@ -74,11 +92,14 @@ def _programs(problem: BilevelProblem) -> tuple[Any, Any, Any]:
     return programs
 
 
-def _build(problem: BilevelProblem) -> tuple[Any, Any, Any]:
-    """The three jitted programs ``(solve, values, probe)`` for ``problem``'s levels."""
+def _build(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
+    """The four jitted programs ``(solve, values, probe, segment)`` for ``problem``'s levels."""
     import jax
     import jax.numpy as jnp
     from jax import lax
+
+    # the BB constants of the outer loop (its module is loaded: it is the caller)
+    from optkit.solvers.bilevel import penalty as outer
 
     F, f = jax_levels(problem)
     upper_grad_y, upper_grad_x = jax.grad(F, argnums=1), jax.grad(F, argnums=0)
@@ -209,13 +230,79 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any]:
     def state_values(x: Any, state: Any) -> Any:
         return values(x, state[:2])
 
-    return jax.jit(solve), jax.jit(state_values), jax.jit(probe)
+    project = jax_projection(problem)
+    boxed = isinstance(problem.x_set, Box)
+    growth, bb_min, bb_max = outer._GROWTH, outer._BB_MIN, outer._BB_MAX
+
+    def segment(x: Any, g: Any, state: Any, scalars: Any) -> tuple[Any, Any, Any]:
+        # the watchdog phase's BB steps (penalty._run_deterministic.one_fast_step) in a loop: each pass is one
+        # step, the copies' inner steps being the solve program's loop (target 0, _FAST_STEPS steps)
+        sigma, tol = scalars[_S_SIGMA], scalars[_S_TOL]
+        limit = scalars[_S_LIMIT].astype(jnp.int32)
+        at_final = scalars[_S_AT_FINAL] > 0
+        n, m = x.shape[0], state.shape[1]
+        dtype = state.dtype
+        zero = jnp.zeros((), dtype)
+        fast = scalars[_S_FAST]
+
+        def cond(c: tuple) -> Any:
+            return ~c[-1]
+
+        def body(c: tuple) -> tuple:
+            (j, x, g, alpha, smallest, residual, inner, V, grads, info, evals, _, _) = c
+            x_new = project(x - alpha * g)
+            inner_scalars = jnp.stack((sigma, zero, info[1], info[2], info[0], fast, fast, zero, zero))
+            V_new, grads_new, info_new = solve(x_new, V, grads, inner_scalars)
+            blocks = jnp.reshape(info_new[_N_INFO:_N_INFO + 3 * n], (3, n))
+            g_new = blocks[0] + (blocks[1] - blocks[2]) / sigma
+            inner_new = jnp.maximum(info_new[4], info_new[5])
+            ok = jnp.all(jnp.isfinite(x_new)) & jnp.all(jnp.isfinite(g_new)) & (info_new[8] > 0)
+            # _bb_next: BB1 (the previous step when <s, d> <= 0 or not finite), the growth cap measured by the
+            # gradient mapping on a box X, clipped to [_BB_MIN, _BB_MAX]
+            s, d = x_new - x, g_new - g
+            sd, ss = jnp.dot(s, d), jnp.dot(s, s)
+            use = (sd > 0) & jnp.isfinite(sd)
+            bb = jnp.where(use, ss / jnp.where(use, sd, 1.0), alpha)
+            measured = (x_new - project(x_new - alpha * g_new)) / alpha if boxed else g_new
+            size = jnp.sqrt(jnp.dot(measured, measured))
+            capped = (size > 0) & (ss > 0)
+            cap = growth * jnp.sqrt(ss) / jnp.where(capped, size, 1.0)
+            bb = jnp.where(capped & (cap < bb), cap, bb)
+            bb = jnp.where(bb_min > bb, bb_min, bb)
+            alpha_new = jnp.where(bb_max < bb, bb_max, bb)
+            mapped = x_new - project(x_new - alpha_new * g_new)
+            residual_new = jnp.sqrt(jnp.dot(mapped, mapped)) / alpha_new
+            smallest_new = jnp.where(residual_new < smallest, residual_new, smallest)  # Python's min
+            j_new = j + 1
+            done = (~ok | (j_new >= limit) | ~jnp.isfinite(residual_new + inner_new)
+                    | (at_final & (residual_new <= tol) & (inner_new <= tol)))
+            evals = evals + info_new[6]
+
+            def keep(new: Any, old: Any) -> Any:  # a non-finite step changes nothing but the counts
+                return jnp.where(ok, new, old)
+
+            return (jnp.where(ok, j_new, j), keep(x_new, x), keep(g_new, g), keep(alpha_new, alpha),
+                    keep(smallest_new, smallest), keep(residual_new, residual), keep(inner_new, inner),
+                    keep(V_new, V), keep(grads_new, grads), keep(info_new, info), evals, ~ok, done)
+
+        info = jnp.zeros(_N_INFO + 3 * n + 2 * m, dtype)
+        info = info.at[0].set(scalars[_S_T]).at[1].set(scalars[_S_LF]).at[2].set(scalars[_S_LF_UPPER])
+        info = info.at[_N_INFO + 3 * n:].set(state[:2].ravel())
+        carry = (jnp.asarray(0, jnp.int32), x, g, scalars[_S_ALPHA], scalars[_S_SMALLEST], scalars[_S_RESIDUAL],
+                 scalars[_S_INNER], state, jnp.zeros((3, m), dtype), info, zero, jnp.asarray(False),
+                 jnp.asarray(False))
+        (j, x, g, alpha, smallest, residual, inner, V, grads, info, evals, bad, _) = lax.while_loop(cond, body, carry)
+        head = jnp.concatenate((jnp.stack((j.astype(dtype), bad.astype(dtype), evals, alpha, residual, inner,
+                                           smallest)), info[:9]))
+        return V, grads, jnp.concatenate((head, x, g, info[_N_INFO + 3 * n:]))
+
+    return jax.jit(solve), jax.jit(state_values), jax.jit(probe), jax.jit(segment)
 
 
 def start_copies(oracles: Oracles, feasible: LowerFeasibleSet, x: np.ndarray, y0: np.ndarray) -> JaxCopies:
     r"""Probe the curvature constants :math:`L_f, L_F` at ``(x, y0)`` (9 gradients of each level, counted) and
     start the copies there (the JAX counterpart of ``_Copies.start``)."""
-    solve, values, probe = _programs(oracles.problem)
+    solve, values, probe, segment = _programs(oracles.problem)
     rng = np.random.default_rng(1)  # the probe direction of probe_lipschitz
     v = rng.standard_normal(y0.size)
     v /= np.linalg.norm(v)
@@ -223,7 +310,7 @@ def start_copies(oracles: Oracles, feasible: LowerFeasibleSet, x: np.ndarray, y0
         lipschitz_f, lipschitz_F = np.asarray(probe(x, y0, v)).tolist()
     oracles.counts["lower_grad"] += 9
     oracles.counts["upper_grad"] += 9
-    return JaxCopies(oracles, (solve, values), x.size, y0, lipschitz_f, lipschitz_F)
+    return JaxCopies(oracles, (solve, values, segment), x.size, y0, lipschitz_f, lipschitz_F)
 
 
 class JaxCopies:
@@ -239,7 +326,7 @@ class JaxCopies:
         import jax.numpy as jnp
 
         self.oracles = oracles
-        self._solve, self._values = programs
+        self._solve, self._values, self._segment = programs
         self._n, self._m = n, y.shape[0]
         y = np.array(y, dtype=np.float64)
         with x64():
@@ -252,6 +339,7 @@ class JaxCopies:
         self._finite = True
         self._last: tuple | None = None  # (x, state) whose evaluation points' y-blocks are in _cached
         self._scalars = np.zeros(9)
+        self._segment_scalars = np.zeros(12)
         self._parts: tuple | None = None  # (x, state, values) computed by the last solve
 
     def solve(self, x: np.ndarray, sigma: float, target: float, max_steps: int, min_steps: int = 0,
@@ -282,6 +370,32 @@ class JaxCopies:
         blocks = host[_N_INFO:_N_INFO + 3 * n].reshape(3, n)
         self.y, self.z = host[_N_INFO + 3 * n:_N_INFO + 3 * n + m], host[_N_INFO + 3 * n + m:]
         return {"Fx": blocks[0], "Fy": None, "fx_y": blocks[1], "fy_y": None, "fx_z": blocks[2], "fy_z": None}
+
+    def fast_segment(self, x: np.ndarray, g: np.ndarray, sigma: float, alpha: float, smallest: float, limit: int,
+                     fast_steps: int, tol: float, at_final: bool) -> tuple:
+        """Up to ``limit`` steps of the watchdog phase as one compiled call (see :func:`_build`'s ``segment``):
+        returns ``(steps, bad, x, g, alpha, residual, inner, smallest)`` after the last finite step; ``bad``: the
+        step after it was not finite (its oracle calls counted, nothing else changed; the caller rolls back)."""
+        scalars = self._segment_scalars
+        scalars[:] = (sigma, alpha, smallest, math.inf, math.inf, self.t, self.lipschitz_f, self.lipschitz_F, limit,
+                      fast_steps, tol, at_final)
+        with x64():
+            state, cached, host = self._segment(x, g, self._state, scalars)
+            host = np.asarray(host)
+        n, m = self._n, self._m
+        (steps, bad, evals, alpha, residual, inner, smallest, self.t, self.lipschitz_f, self.lipschitz_F, self.r_y,
+         self.r_z, self.r_d, _, cacheable, finite) = host[:_N_SEGMENT].tolist()
+        counts = self.oracles.counts
+        evals = int(evals)
+        counts["upper_grad"] += evals
+        counts["lower_grad"] += 2 * evals
+        self._state, self._cached, self._finite, self._parts = state, cached, finite > 0, None
+        start = _N_SEGMENT
+        x_out, g_out = host[start:start + n], host[start + n:start + 2 * n]
+        self.y, self.z = host[start + 2 * n:start + 2 * n + m], host[start + 2 * n + m:]
+        # the copies' evaluation points and their y-blocks at x_out: the checkpoint's solve there reuses them
+        self._last = (x_out, state) if cacheable > 0 else None
+        return int(steps), bad > 0, x_out, g_out, alpha, residual, inner, smallest
 
     def values(self, x: np.ndarray) -> tuple[float, float, float]:
         """:math:`F(x, y), f(x, y), f(x, z)` at the copies (1 upper and 2 lower values; computed by the last

@@ -129,11 +129,17 @@ def penalty(
         strongly convex hyper-objectives, e.g. ``sigma0=sigma``, ``inner_steps=2`` on the benchopt quadratic).
         Ignored when ``step`` is given.
     backend
-        ``"numpy"`` (``"auto"`` picks it), or ``"jax"``: the same default loop (Python outer steps, shared code) with
-        each inner solve of the copies one compiled ``lax.while_loop`` (:mod:`optkit.solvers.bilevel._penalty_jax`;
-        same steps, stopping tests and oracle counts, iterates equal up to rounding). It needs JAX-traceable levels,
-        X = R^n or a box, Y = R^m and no coupled constraints (``ValueError`` with the reason otherwise), and runs the
-        default deterministic loop only: ``batch_size``, ``inner_steps``, ``step`` and ``outer_step`` other than
+        ``"numpy"`` (``"auto"`` picks it), or ``"jax"``: the same default loop
+        (:mod:`optkit.solvers.bilevel._penalty_jax`; same steps, decisions, stopping tests and oracle counts,
+        iterates equal up to rounding) with the watchdog phase's BB steps compiled in segments: the steps up to the
+        next checkpoint (or the iteration budget, a change of :math:`\sigma`, the stopping test, a non-finite step)
+        run as one compiled ``lax.while_loop``, then the checkpoint is the shared Python code; the checkpoints' and
+        the line-search phase's inner solves are one compiled call each. Consequently, during the watchdog phase
+        ``Result.history`` has one row per segment (up to 10 iterations; its ``nit`` column says which) and
+        ``callback`` is called once per segment, so a callback can stop the run only at a segment's end; the NumPy
+        backend records and calls back after every iteration. It needs JAX-traceable levels, X = R^n or a box,
+        Y = R^m and no coupled constraints (``ValueError`` with the reason otherwise), and runs the default
+        deterministic loop only: ``batch_size``, ``inner_steps``, ``step`` and ``outer_step`` other than
         ``"nonmonotone_bb"`` raise ``ValueError`` with ``backend="jax"``.
     time_limit, callback, progress, seed
         See :func:`optkit.solve`. Stochastic runs without ``seed`` use the fixed seed 0 and say so in ``info``.
@@ -470,7 +476,10 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
     ``start_copies(oracles, feasible, x, y0)`` builds the copies (:meth:`_Copies.start`, the default, or
     :func:`optkit.solvers.bilevel._penalty_jax.start_copies` for ``backend="jax"``): this loop only calls their
     ``solve``, ``values``, ``finite``, ``save`` and ``restore`` and reads ``y``, ``z``, ``r_z``, ``r_d`` and the
-    curvature constants, so both backends share it.
+    curvature constants, so both backends share it. Copies with a ``fast_segment`` method (the JAX ones) run
+    several watchdog steps per call (up to the next checkpoint, the budget, a change of :math:`\sigma`, the
+    stopping test or a non-finite step, with the arithmetic and decisions of ``one_fast_step``): the step
+    function then reports several iterations at once.
 
     The penalty function is evaluated at the inner iterates as
 
@@ -545,25 +554,44 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
             state["checkpoint_values"], state["checkpoint_sigma"] = [], state["sigma"]
         state["checkpoint_values"] = (state["checkpoint_values"] + [value])[-_CHECK_MEMORY:]
 
-    def fast_step(x: np.ndarray, g: np.ndarray, sigma: float, before: float) -> Step:
-        # watchdog phase (Chamberlain, Powell, Lemarechal & Pedersen 1982): plain BB steps with _FAST_STEPS inner
-        # steps each and no function values; every _WATCHDOG steps the copies are refined and psi_sigma must have
-        # decreased since the last checkpoint, otherwise the run returns there and continues with the line search
+    def one_fast_step(x: np.ndarray, g: np.ndarray, sigma: float) -> tuple:
+        # one BB step of the watchdog phase: x_new = P_X(x - alpha g), _FAST_STEPS common inner steps (no function
+        # values), the x-direction, the next BB step and the residual; (steps, bad, x, g, alpha, residual, inner,
+        # smallest) as the compiled segments of the JAX backend return them
         alpha = state["alpha"]
         x_new = project_x(x - alpha * g)
         grads = copies.solve(x_new, sigma, 0.0, _FAST_STEPS, _FAST_STEPS)
         g_new = direction_of(x_new, sigma, grads)
         inner = max(copies.r_z, copies.r_d)
         if not (finite(x_new, g_new) and copies.finite()):
-            return rollback(sigma, before)
+            return 0, True, x, g, alpha, state["residual"], state["inner"], state["smallest"]
         s, d = x_new - x, g_new - g
         sd = float(s @ d)
         next_alpha = _bb_next(s, sd, alpha, g_new, projected(x_new, g_new, alpha))
         residual = _norm(x_new - project_x(x_new - next_alpha * g_new)) / next_alpha
-        state.update(x=x_new, g=g_new, alpha=next_alpha, residual=residual, inner=inner)
-        state["smallest"] = min(state["smallest"], residual)
-        state["k"] += 1
-        state["since"] += 1
+        return 1, False, x_new, g_new, next_alpha, residual, inner, min(state["smallest"], residual)
+
+    def fast_step(x: np.ndarray, g: np.ndarray, sigma: float, before: float, budget: int) -> Step:
+        # watchdog phase (Chamberlain, Powell, Lemarechal & Pedersen 1982): plain BB steps with _FAST_STEPS inner
+        # steps each and no function values; every _WATCHDOG steps the copies are refined and psi_sigma must have
+        # decreased since the last checkpoint, otherwise the run returns there and continues with the line search.
+        # NumPy: one step per call. JAX: the steps up to the next checkpoint, the budget, a change of sigma, the
+        # stopping test or a non-finite step, as one compiled call (copies.fast_segment)
+        segment = getattr(copies, "fast_segment", None)
+        if segment is None:
+            steps, bad, x_new, g_new, next_alpha, residual, inner, smallest = one_fast_step(x, g, sigma)
+        else:
+            cap = min(budget, _WATCHDOG - state["since"])
+            limit = 1
+            while limit < cap and sigma_of(state["k"] + limit) == sigma:
+                limit += 1
+            steps, bad, x_new, g_new, next_alpha, residual, inner, smallest = segment(
+                x, g, sigma, state["alpha"], state["smallest"], limit, _FAST_STEPS, tol, at_final(sigma))
+        if bad:  # the failed step counts as one iteration, as the NumPy backend's
+            return rollback(sigma, before, steps + 1)
+        state.update(x=x_new, g=g_new, alpha=next_alpha, residual=residual, inner=inner, smallest=smallest)
+        state["k"] += steps
+        state["since"] += steps
         if state["since"] >= _WATCHDOG:
             g_new, value, inner, parts = evaluate(x_new, sigma, _CHECK_RTOL * inner_rtol)
             ckpt = state["checkpoint"]
@@ -571,14 +599,15 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
             slack = 1e-12 * (1.0 + abs(reference)) + 1e-14 * (abs(parts[1]) + abs(parts[2])) / sigma
             decrease = min(0.0, _NM_GAMMA * float(ckpt["g"] @ (x_new - ckpt["x"])))
             if not (finite(g_new) and math.isfinite(value) and value <= reference + decrease + slack):
-                return rollback(sigma, before)
+                # state["k"] advanced by the steps already; the rollback adds one more (as it always has)
+                return rollback(sigma, before, steps, advance=1)
             residual = _norm(x_new - project_x(x_new - next_alpha * g_new)) / next_alpha
             state.update(g=g_new, residual=residual, inner=inner, parts=parts, history=[value])
             checkpoint(value)
-        return Step(1, {"hypergradient_norm": residual, "inner_residual": inner, "sigma": sigma},
+        return Step(steps, {"hypergradient_norm": residual, "inner_residual": inner, "sigma": sigma},
                     counts={"oracle_calls": oracles.oracle_calls - before})
 
-    def rollback(sigma: float, before: float) -> Step:
+    def rollback(sigma: float, before: float, iterations: int = 1, advance: int | None = None) -> Step:
         ckpt = state["checkpoint"]
         copies.restore(ckpt["copies"])
         state.update(x=ckpt["x"], g=ckpt["g"], alpha=ckpt["alpha"], parts=ckpt["parts"], history=[ckpt["value"]],
@@ -588,8 +617,8 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
         residual = _norm(state["x"] - project_x(state["x"] - state["alpha"] * state["g"]))
         residual /= state["alpha"]
         state["residual"] = residual
-        state["k"] += 1
-        return Step(1, {"hypergradient_norm": residual, "inner_residual": state["inner"], "sigma": sigma},
+        state["k"] += iterations if advance is None else advance
+        return Step(iterations, {"hypergradient_norm": residual, "inner_residual": state["inner"], "sigma": sigma},
                     counts={"oracle_calls": oracles.oracle_calls - before})
 
     def step_fn(budget: int) -> Step:
@@ -614,7 +643,7 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
                 checkpoint(value)
         x, g = state["x"], state["g"]
         if state["mode"] == "fast":
-            return fast_step(x, g, sigma, before)
+            return fast_step(x, g, sigma, before, budget)
         reference = max(state["history"])
         alpha = state["alpha"]
         for attempt in range(_NM_MAX_BACKTRACKS + 1):
@@ -645,9 +674,11 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
         return Step(1, {"hypergradient_norm": residual, "inner_residual": inner, "sigma": sigma},
                     counts={"oracle_calls": oracles.oracle_calls - before})
 
+    def at_final(sigma: float) -> bool:
+        return sigma <= sigma_final * (1 + 1e-12)
+
     def converged(r: dict[str, float]) -> bool:
-        at_final = r.get("sigma", math.inf) <= sigma_final * (1 + 1e-12)
-        return at_final and r["hypergradient_norm"] <= tol and r["inner_residual"] <= tol
+        return at_final(r.get("sigma", math.inf)) and r["hypergradient_norm"] <= tol and r["inner_residual"] <= tol
 
     outcome = drive(
         step_fn, converged=converged, max_iter=max_iter, method="penalty", time_limit=time_limit, callback=callback,

@@ -147,17 +147,71 @@ def test_auto_keeps_numpy_and_refusals() -> None:
         optkit.solve(toy.problem, "penalty", backend="numba")
 
 
-def test_callback_stops_and_sees_numpy_iterates() -> None:
+@pytest.fixture(scope="module")
+def t2_pair() -> tuple:
+    # one JAX problem for the tests below: its compiled programs are built once
+    return toys.t2(), toys.t2(jax=True)
+
+
+def _same_run(result: optkit.Result, expected: optkit.Result, atol: float = 1e-8) -> None:
+    assert result.status is expected.status and result.nit == expected.nit
+    assert {k: int(v) for k, v in result.counts.items()} == {k: int(v) for k, v in expected.counts.items()}
+    for key in ("backtracks", "rollbacks", "final_mode"):
+        assert result.info[key] == expected.info[key]
+    np.testing.assert_allclose(result.x[0], expected.x[0], atol=atol)
+
+
+def test_callback_fires_once_per_segment(t2_pair: tuple) -> None:
+    # the watchdog phase runs as compiled segments up to each checkpoint (every 10 steps): one history row and one
+    # callback per segment; the iterate the callback sees is the NumPy backend's after as many iterations
+    reference, toy = t2_pair
     seen = []
 
     def stop(state: object) -> bool:
         x, y = state.x  # type: ignore[attr-defined]
-        seen.append((type(x), type(y)))
+        seen.append((state.nit, type(x), type(y)))  # type: ignore[attr-defined]
         return len(seen) == 3
 
-    result = optkit.solve(toys.t2(jax=True).problem, "penalty", backend="jax", callback=stop)
-    assert result.status is optkit.Status.CALLBACK_STOP and result.nit == 3
-    assert all(a is np.ndarray and b is np.ndarray for a, b in seen)
+    result = optkit.solve(toy.problem, "penalty", backend="jax", callback=stop)
+    assert result.status is optkit.Status.CALLBACK_STOP
+    assert [nit for nit, _, _ in seen] == [10, 20, 30] and result.nit == 30
+    assert list(result.history["nit"]) == [10, 20, 30]
+    assert all(a is np.ndarray and b is np.ndarray for _, a, b in seen)
+    expected = optkit.solve(reference.problem, "penalty", max_iter=30)
+    np.testing.assert_allclose(result.x[0], expected.x[0], atol=1e-8)
+    assert int(result.counts["upper_grad"]) == int(expected.counts["upper_grad"])
+    assert len(expected.history["nit"]) == 30  # NumPy: one row per iteration
+
+
+@pytest.mark.parametrize("max_iter", [1, 4, 10, 13, 27])
+def test_segments_stop_at_the_iteration_budget(t2_pair: tuple, max_iter: int) -> None:
+    # a segment never runs past the budget drive passes: same iterations, counts and iterate as NumPy
+    reference, toy = t2_pair
+    expected = optkit.solve(reference.problem, "penalty", max_iter=max_iter)
+    result = optkit.solve(toy.problem, "penalty", backend="jax", max_iter=max_iter)
+    assert result.status is optkit.Status.MAX_ITER
+    _same_run(result, expected)
+
+
+def test_segments_stop_where_sigma_changes(t2_pair: tuple) -> None:
+    # geometric sigma from 1e-3 to 1e-5: a segment ends before the first step with another sigma (the outer loop
+    # re-evaluates the point and restarts the checkpoint memory there)
+    reference, toy = t2_pair
+    expected = optkit.solve(reference.problem, "penalty", sigma0=1e-3, sigma_decay=0.5)
+    result = optkit.solve(toy.problem, "penalty", backend="jax", sigma0=1e-3, sigma_decay=0.5)
+    assert result.status is optkit.Status.CONVERGED
+    _same_run(result, expected)
+
+
+def test_failed_checkpoint_rolls_back_like_numpy(t2_pair: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a sufficient-decrease constant of 0.9 makes the first watchdog checkpoint fail on T2: the run returns to the
+    # previous checkpoint and continues with the line search, in both backends
+    monkeypatch.setattr(penalty_module, "_NM_GAMMA", 0.9)
+    reference, toy = t2_pair
+    expected = optkit.solve(reference.problem, "penalty")
+    result = optkit.solve(toy.problem, "penalty", backend="jax")
+    assert expected.info["rollbacks"] == 1 and expected.status is optkit.Status.CONVERGED
+    _same_run(result, expected)
 
 
 def test_non_finite_copies_end_with_numerical_error_like_numpy() -> None:
