@@ -283,6 +283,11 @@ class Segment:
         def norm(v: Any) -> Any:
             return jnp.sqrt(jnp.dot(v, v))
 
+        def all_finite(*vectors: Any) -> Any:
+            # every entry finite: v * 0 is 0 for finite entries and NaN otherwise, so one sum tells (one fused
+            # reduction instead of a test and a reduction per vector: fewer operations for XLA:CPU to schedule)
+            return jnp.isfinite(jnp.sum(jnp.concatenate(vectors) * 0.0))
+
         def secant(scalar: Any, has: Any, last_x: Any, last_g: Any, x: Any, g: Any) -> tuple[Any, Any]:
             dx = norm(x - last_x)
             estimate = norm(g - last_g) / jnp.where(dx > 0, dx, 1.0)
@@ -308,15 +313,14 @@ class Segment:
         outer_rule = secant if rule == "secant" else barzilai_borwein
 
         def run(state: Any, params: Any) -> tuple[Any, Any]:
-            lipschitz_f, lipschitz_F, tol, sigma_stop = params[0], params[1], params[2], params[3]
-            budget = params[4].astype(jnp.int32)
-            sigmas = params[5:5 + length]
-            alphas = params[5 + length:5 + 2 * length]
             nan = jnp.asarray(jnp.nan, state.dtype)
             zero = jnp.zeros((), state.dtype)
 
             def body(carry: tuple) -> tuple:
-                i, s, _, _, _, n_upper, n_lower, _ = carry
+                i, s, _, _, _, n_upper, n_lower, _, params = carry
+                lipschitz_f, lipschitz_F, tol, sigma_stop = params[0], params[1], params[2], params[3]
+                sigmas = params[5:5 + length]
+                alphas = params[5 + length:5 + 2 * length]
                 x, y, z = s[:n], s[n:n + m], s[n + m:n + 2 * m]
                 scalar, has = s[n + 2 * m], s[n + 2 * m + 1] > 0
                 last_x, last_g = s[n + 2 * m + 2:2 * n + 2 * m + 2], s[2 * n + 2 * m + 2:]
@@ -327,14 +331,14 @@ class Segment:
                     inner_params = jnp.stack([sigma, 1.0 / (sigma * lipschitz_F + lipschitz_f), 1.0 / lipschitz_f])
                 y_new, z_new, Fx, fx_y, fx_z, r_y, r_z, up, low = inner(x, jnp.stack([y, z]), inner_params)
                 g = Fx + (fx_y - fx_z) / sigma
-                copies_ok = jnp.isfinite(y_new).all() & jnp.isfinite(z_new).all() & jnp.isfinite(g).all()
+                copies_ok = all_finite(y_new, z_new, g)
                 if fixed_step:
                     alpha, scalar_new, has_new, last_x_new, last_g_new = alphas[i], scalar, has, last_x, last_g
                 else:
                     alpha, scalar_new = outer_rule(scalar, has, last_x, last_g, x, g)
                     has_new, last_x_new, last_g_new = jnp.asarray(True), x, g
                 x_new = project(x - alpha * g)
-                x_ok = jnp.isfinite(x_new).all()
+                x_ok = all_finite(x_new)
                 hyper = norm(x - x_new) / alpha
                 inner_r = jnp.maximum(r_y, r_z) / sigma
                 ok = copies_ok & x_ok
@@ -349,11 +353,11 @@ class Segment:
                     jnp.where(ok, last_x_new, last_x), jnp.where(ok, last_g_new, last_g)])
                 hyper = jnp.where(ok, hyper, nan)
                 inner_r = jnp.where(ok, inner_r, nan)
-                return (i + 1, new_state, hyper, inner_r, sigma, n_upper + up, n_lower + low, code)
+                return (i + 1, new_state, hyper, inner_r, sigma, n_upper + up, n_lower + low, code, params)
 
-            start = (jnp.int32(0), state, zero, zero, zero, jnp.int32(0), jnp.int32(0), jnp.int32(_RUNNING))
-            i, state, hyper, inner_r, sigma, n_upper, n_lower, code = lax.while_loop(
-                lambda c: (c[0] < budget) & (c[7] == _RUNNING), body, start)
+            start = (jnp.int32(0), state, zero, zero, zero, jnp.int32(0), jnp.int32(0), jnp.int32(_RUNNING), params)
+            i, state, hyper, inner_r, sigma, n_upper, n_lower, code, _ = lax.while_loop(
+                lambda c: (c[0] < c[8][4].astype(jnp.int32)) & (c[7] == _RUNNING), body, start)
             report = jnp.stack([i.astype(state.dtype), code.astype(state.dtype), hyper, inner_r, sigma,
                                 n_upper.astype(state.dtype), n_lower.astype(state.dtype)])
             return state, report
