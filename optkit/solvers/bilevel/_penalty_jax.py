@@ -77,10 +77,11 @@ _SIGMA, _TARGET, _LF, _LF_UPPER, _T, _MAX_STEPS, _MIN_STEPS, _USE_CACHE, _WANT_V
 _N_INFO = 12
 # layout of the packed scalar input of the segment program
 (_S_SIGMA, _S_ALPHA, _S_SMALLEST, _S_RESIDUAL, _S_INNER, _S_T, _S_LF, _S_LF_UPPER, _S_LIMIT, _S_FAST, _S_TOL,
- _S_AT_FINAL) = range(12)
+ _S_AT_FINAL, _S_CHECK_AT, _S_CHECK_RTOL, _S_INNER_MAX) = range(15)
 # its host output: the scalars steps, bad, evals, alpha, residual, inner, smallest and the solve program's 9 info
-# scalars (t, L_f, L_F, r_y, r_z, r_d, evals of the last solve, cacheable, finite); then x, g (n each), y, z (m each)
-_N_SEGMENT = 16
+# scalars (t, L_f, L_F, r_y, r_z, r_d, evals of the last solve, cacheable, finite), whether the checkpoint's solve
+# ran and its target; then x, g (n each), y, z (m each); then the checkpoint solve's host output (solve's layout)
+_N_SEGMENT = 18
 
 
 def _programs(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
@@ -234,7 +235,7 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
     boxed = isinstance(problem.x_set, Box)
     growth, bb_min, bb_max = outer._GROWTH, outer._BB_MIN, outer._BB_MAX
 
-    def segment(x: Any, g: Any, state: Any, scalars: Any) -> tuple[Any, Any, Any]:
+    def segment(x: Any, g: Any, state: Any, scalars: Any) -> tuple[Any, Any, Any, Any, Any]:
         # the watchdog phase's BB steps (penalty._run_deterministic.one_fast_step) in a loop: each pass is one
         # step, the copies' inner steps being the solve program's loop (target 0, _FAST_STEPS steps)
         sigma, tol = scalars[_S_SIGMA], scalars[_S_TOL]
@@ -244,6 +245,7 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
         dtype = state.dtype
         zero = jnp.zeros((), dtype)
         fast = scalars[_S_FAST]
+        one = jnp.ones((), dtype)
 
         def cond(c: tuple) -> Any:
             return ~c[-1]
@@ -292,9 +294,19 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
                  scalars[_S_INNER], state, jnp.zeros((3, m), dtype), info, zero, jnp.asarray(False),
                  jnp.asarray(False))
         (j, x, g, alpha, smallest, residual, inner, V, grads, info, evals, bad, _) = lax.while_loop(cond, body, carry)
+        # the checkpoint's refinement when this segment reached it: the solve the outer loop's evaluate asks for
+        # next (target max(1e-14, _CHECK_RTOL inner_rtol smallest), inner_max steps, from the cached gradients,
+        # with the merit values), run here so that it costs no call of its own
+        do_check = (j == scalars[_S_CHECK_AT].astype(jnp.int32)) & ~bad
+        target = scalars[_S_CHECK_RTOL] * smallest
+        target = jnp.where(target > 1e-14, target, 1e-14)  # Python's max(1e-14, target)
+        check_scalars = jnp.stack((sigma, target, info[1], info[2], info[0], scalars[_S_INNER_MAX], zero, info[7],
+                                   one))
+        V_check, grads_check, info_check = lax.cond(do_check, lambda: solve(x, V, grads, check_scalars),
+                                                    lambda: (V, grads, jnp.zeros_like(info)))
         head = jnp.concatenate((jnp.stack((j.astype(dtype), bad.astype(dtype), evals, alpha, residual, inner,
-                                           smallest)), info[:9]))
-        return V, grads, jnp.concatenate((head, x, g, info[_N_INFO + 3 * n:]))
+                                           smallest)), info[:9], jnp.stack((do_check.astype(dtype), target))))
+        return V, grads, V_check, grads_check, jnp.concatenate((head, x, g, info[_N_INFO + 3 * n:], info_check))
 
     return jax.jit(solve), jax.jit(state_values), jax.jit(probe), jax.jit(segment)
 
@@ -339,7 +351,8 @@ class JaxCopies:
         self._finite = True
         self._last: tuple | None = None  # (x, state) whose evaluation points' y-blocks are in _cached
         self._scalars = np.zeros(9)
-        self._segment_scalars = np.zeros(12)
+        self._segment_scalars = np.zeros(15)
+        self._pending: tuple | None = None  # a solve already computed by the last segment (see fast_segment)
         self._parts: tuple | None = None  # (x, state, values) computed by the last solve
 
     def solve(self, x: np.ndarray, sigma: float, target: float, max_steps: int, min_steps: int = 0,
@@ -349,13 +362,19 @@ class JaxCopies:
         the y-blocks stay on the device, ``None`` here: only coupled constraints, which this backend refuses,
         need them). ``values``: the same call also computes the merit's three function values at the returned
         copies, which the next :meth:`values` at this ``x`` returns (and counts) without another call."""
-        last = self._last
-        hit = last is not None and last[0] is x and last[1] is self._state
-        scalars = self._scalars
-        scalars[:] = (sigma, target, self.lipschitz_f, self.lipschitz_F, self.t, max_steps, min_steps, hit, values)
-        with x64():
-            state, self._cached, host = self._solve(x, self._state, self._cached, scalars)
-            host = np.asarray(host)
+        pending, self._pending = self._pending, None
+        if (pending is not None and values and pending[0] is x and pending[1] is self._state
+                and pending[2] == (sigma, target, max_steps, min_steps)):
+            state, self._cached, host = pending[3]  # computed by the segment that ended here
+        else:
+            last = self._last
+            hit = last is not None and last[0] is x and last[1] is self._state
+            scalars = self._scalars
+            scalars[:] = (sigma, target, self.lipschitz_f, self.lipschitz_F, self.t, max_steps, min_steps, hit,
+                          values)
+            with x64():
+                state, self._cached, host = self._solve(x, self._state, self._cached, scalars)
+                host = np.asarray(host)
         self._state = state
         n, m = self._n, self._m
         (self.t, self.lipschitz_f, self.lipschitz_F, self.r_y, self.r_z, self.r_d, evals, cacheable, finite,
@@ -372,19 +391,25 @@ class JaxCopies:
         return {"Fx": blocks[0], "Fy": None, "fx_y": blocks[1], "fy_y": None, "fx_z": blocks[2], "fy_z": None}
 
     def fast_segment(self, x: np.ndarray, g: np.ndarray, sigma: float, alpha: float, smallest: float, limit: int,
-                     fast_steps: int, tol: float, at_final: bool) -> tuple:
+                     fast_steps: int, tol: float, at_final: bool, checkpoint_at: int, check_rtol: float,
+                     inner_max: int) -> tuple:
         """Up to ``limit`` steps of the watchdog phase as one compiled call (see :func:`_build`'s ``segment``):
         returns ``(steps, bad, x, g, alpha, residual, inner, smallest)`` after the last finite step; ``bad``: the
-        step after it was not finite (its oracle calls counted, nothing else changed; the caller rolls back)."""
+        step after it was not finite (its oracle calls counted, nothing else changed; the caller rolls back).
+
+        When the segment ends after ``checkpoint_at`` steps (the next checkpoint), the same call also runs the
+        checkpoint's solve ``solve(x, sigma, max(1e-14, check_rtol * smallest), inner_max, 0, values=True)``; the
+        next :meth:`solve` with exactly these arguments returns it (and counts its calls) without a call."""
         scalars = self._segment_scalars
         scalars[:] = (sigma, alpha, smallest, math.inf, math.inf, self.t, self.lipschitz_f, self.lipschitz_F, limit,
-                      fast_steps, tol, at_final)
+                      fast_steps, tol, at_final, checkpoint_at, check_rtol, inner_max)
+        self._pending = None
         with x64():
-            state, cached, host = self._segment(x, g, self._state, scalars)
+            state, cached, state_check, cached_check, host = self._segment(x, g, self._state, scalars)
             host = np.asarray(host)
         n, m = self._n, self._m
         (steps, bad, evals, alpha, residual, inner, smallest, self.t, self.lipschitz_f, self.lipschitz_F, self.r_y,
-         self.r_z, self.r_d, _, cacheable, finite) = host[:_N_SEGMENT].tolist()
+         self.r_z, self.r_d, _, cacheable, finite, checked, target) = host[:_N_SEGMENT].tolist()
         counts = self.oracles.counts
         evals = int(evals)
         counts["upper_grad"] += evals
@@ -392,9 +417,12 @@ class JaxCopies:
         self._state, self._cached, self._finite, self._parts = state, cached, finite > 0, None
         start = _N_SEGMENT
         x_out, g_out = host[start:start + n], host[start + n:start + 2 * n]
-        self.y, self.z = host[start + 2 * n:start + 2 * n + m], host[start + 2 * n + m:]
+        self.y, self.z = host[start + 2 * n:start + 2 * n + m], host[start + 2 * n + m:start + 2 * (n + m)]
         # the copies' evaluation points and their y-blocks at x_out: the checkpoint's solve there reuses them
         self._last = (x_out, state) if cacheable > 0 else None
+        if checked > 0:
+            self._pending = (x_out, state, (sigma, target, inner_max, 0),
+                             (state_check, cached_check, host[start + 2 * (n + m):]))
         return int(steps), bad > 0, x_out, g_out, alpha, residual, inner, smallest
 
     def values(self, x: np.ndarray) -> tuple[float, float, float]:
@@ -422,4 +450,4 @@ class JaxCopies:
     def restore(self, saved: tuple) -> None:
         (self._state, self.y, self.z, self._finite, self.t, self.lipschitz_f, self.lipschitz_F, self.r_z, self.r_d,
          self.r_y) = saved
-        self._last = self._parts = None
+        self._last = self._parts = self._pending = None

@@ -586,7 +586,8 @@ def _run_deterministic(problem: BilevelProblem, *, sigma_of: Any, sigma_final: f
             while limit < cap and sigma_of(state["k"] + limit) == sigma:
                 limit += 1
             steps, bad, x_new, g_new, next_alpha, residual, inner, smallest = segment(
-                x, g, sigma, state["alpha"], state["smallest"], limit, _FAST_STEPS, tol, at_final(sigma))
+                x, g, sigma, state["alpha"], state["smallest"], limit, _FAST_STEPS, tol, at_final(sigma),
+                _WATCHDOG - state["since"], _CHECK_RTOL * inner_rtol, inner_max)
         if bad:  # the failed step counts as one iteration, as the NumPy backend's
             return rollback(sigma, before, steps + 1)
         state.update(x=x_new, g=g_new, alpha=next_alpha, residual=residual, inner=inner, smallest=smallest)
