@@ -314,10 +314,10 @@ class Segment:
 
         def run(state: Any, params: Any) -> tuple[Any, Any]:
             nan = jnp.asarray(jnp.nan, state.dtype)
-            zero = jnp.zeros((), state.dtype)
 
             def body(carry: tuple) -> tuple:
-                i, s, _, _, _, n_upper, n_lower, _, params = carry
+                s, report, params = carry
+                i = report[0].astype(jnp.int32)
                 lipschitz_f, lipschitz_F, tol, sigma_stop = params[0], params[1], params[2], params[3]
                 sigmas = params[5:5 + length]
                 alphas = params[5 + length:5 + 2 * length]
@@ -353,13 +353,13 @@ class Segment:
                     jnp.where(ok, last_x_new, last_x), jnp.where(ok, last_g_new, last_g)])
                 hyper = jnp.where(ok, hyper, nan)
                 inner_r = jnp.where(ok, inner_r, nan)
-                return (i + 1, new_state, hyper, inner_r, sigma, n_upper + up, n_lower + low, code, params)
+                report = jnp.stack([report[0] + 1.0, code.astype(s.dtype), hyper, inner_r, sigma,
+                                    report[5] + up.astype(s.dtype), report[6] + low.astype(s.dtype)])
+                return new_state, report, params
 
-            start = (jnp.int32(0), state, zero, zero, zero, jnp.int32(0), jnp.int32(0), jnp.int32(_RUNNING), params)
-            i, state, hyper, inner_r, sigma, n_upper, n_lower, code, _ = lax.while_loop(
-                lambda c: (c[0] < c[8][4].astype(jnp.int32)) & (c[7] == _RUNNING), body, start)
-            report = jnp.stack([i.astype(state.dtype), code.astype(state.dtype), hyper, inner_r, sigma,
-                                n_upper.astype(state.dtype), n_lower.astype(state.dtype)])
+            # the scalars travel as one vector: fewer loop buffers, so fewer copies in the entry program
+            state, report, _ = lax.while_loop(lambda c: (c[1][0] < c[2][4]) & (c[1][1] == _RUNNING), body,
+                                              (state, jnp.zeros(7, state.dtype), params))
             return state, report
 
         self._run = jax.jit(run)
