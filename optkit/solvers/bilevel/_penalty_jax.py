@@ -55,6 +55,7 @@ oracle calls, 76 compiled calls) against the NumPy backend's ~14 ms; the segment
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from typing import Any
@@ -123,6 +124,49 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
     def values(x: Any, copies: Any) -> Any:
         return jnp.concatenate((jnp.reshape(F(x, copies[0]), (1,)), lower_values(x, copies)))
 
+    def common_step(sigma: Any, target: Any, min_steps: Any, max_steps: Any, steps: Any, V: Any, previous: Any,
+                    grads: Any, t: Any, lip_f: Any, lip_F: Any) -> tuple:
+        # one common step of the copies from the y-blocks ``grads`` at the evaluation points V[2:] (the body of
+        # the solve loop, also unrolled in the segments): the new state V and what the next step needs
+        E = V[2:]  # evaluation points (vy, vz)
+        g = jnp.stack((sigma * grads[0] + grads[1], grads[2]))  # (g_y, g_z)
+        # secant curvature between consecutive evaluation points of either copy (not at the first step): the
+        # four norms ||vy - vy'||, ||vz - vz'||, ||g_y - g_y'||, ||g_z - g_z'|| in one reduction
+        secants = jnp.sqrt(jnp.sum(jnp.square(jnp.concatenate((E, g)) - previous), axis=1))
+        later = steps > 0
+        dy, dz, cy, cz = secants[0], secants[1], secants[2], secants[3]
+        est = cz / jnp.where(dz > 0, dz, 1.0)
+        raise_f = later & (dz > 0) & jnp.isfinite(est) & (est > lip_f)
+        lip_f = jnp.where(raise_f, 1.1 * est, lip_f)
+        est = cy / jnp.where(dy > 0, dy, 1.0)
+        raise_F = later & (dy > 0) & jnp.isfinite(est) & (est > lip_f + sigma * lip_F)
+        lip_F = jnp.where(raise_F, 1.1 * (est - lip_f) / sigma, lip_F)
+        raised = raise_f | raise_F
+        t_step = jnp.where(raised, 1.0, t)
+        beta = 1.0 / (lip_f + sigma * lip_F)
+        step = beta * g
+        new = E - step  # gradient-step points (y+, z+)
+        step_d = step[0] - step[1]
+        # the three squared gradient-mapping norms and the restart test in one reduction
+        sums = jnp.sum(jnp.stack((step[0] * step[0], step[1] * step[1], step_d * step_d,
+                                  step[0] * (new[0] - V[0]) + step[1] * (new[1] - V[1]))), axis=1)
+        r_y = jnp.sqrt(sums[0]) / beta
+        r_z = jnp.sqrt(sums[1]) / beta
+        r_d = jnp.sqrt(sums[2]) / (beta * sigma)
+        # O'Donoghue & Candes (2015) gradient restart on the stacked (y, z)
+        restart = sums[3] > 0
+        t_new = jnp.where(restart, 1.0, 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t_step * t_step)))
+        momentum = (jnp.where(restart, 1.0, t_step) - 1.0) / t_new
+        bad = ~jnp.isfinite(r_y + r_z)
+        stop = bad | ((jnp.maximum(r_z, r_d) <= target) & (steps >= min_steps)) | (steps == max_steps)
+        # the state _Copies.solve leaves: after a raise the next solve starts from the last gradient-step
+        # points; a stop returns the evaluation points (momentum reset); a non-finite step changes nothing else
+        kept = V[:2]
+        stopped = jnp.concatenate((jnp.where(bad, kept, E), jnp.where(raised, kept, E)))
+        V_out = jnp.where(stop, stopped, jnp.concatenate((new, new + momentum * (new - kept))))
+        t_out = jnp.where(stop, jnp.where(bad, jnp.where(raised, 1.0, t), 1.0), t_new)
+        return V_out, jnp.concatenate((E, g)), t_out, lip_f, lip_F, raised, r_y, r_z, r_d, bad, stop
+
     def solve(x: Any, state: Any, cached: Any, scalars: Any) -> tuple[Any, Any, Any]:
         # state rows: y, z (last gradient-step points), vy, vz (evaluation points); cached rows: the y-blocks
         # F_y(x, vy), f_y(x, vy), f_y(x, vz) when scalars[_USE_CACHE] says they are those of this (x, vy, vz)
@@ -147,42 +191,8 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
             E = V[2:]  # evaluation points (vy, vz)
             grads = lax.cond(have, lambda: grads, lambda: evaluate(E[0], E[1]))
             evals = evals + jnp.where(have, 0, 1)
-            g = jnp.stack((sigma * grads[0] + grads[1], grads[2]))  # (g_y, g_z)
-            # secant curvature between consecutive evaluation points of either copy (not at the first step): the
-            # four norms ||vy - vy'||, ||vz - vz'||, ||g_y - g_y'||, ||g_z - g_z'|| in one reduction
-            secants = jnp.sqrt(jnp.sum(jnp.square(jnp.concatenate((E, g)) - previous), axis=1))
-            later = steps > 0
-            dy, dz, cy, cz = secants[0], secants[1], secants[2], secants[3]
-            est = cz / jnp.where(dz > 0, dz, 1.0)
-            raise_f = later & (dz > 0) & jnp.isfinite(est) & (est > lip_f)
-            lip_f = jnp.where(raise_f, 1.1 * est, lip_f)
-            est = cy / jnp.where(dy > 0, dy, 1.0)
-            raise_F = later & (dy > 0) & jnp.isfinite(est) & (est > lip_f + sigma * lip_F)
-            lip_F = jnp.where(raise_F, 1.1 * (est - lip_f) / sigma, lip_F)
-            raised = raise_f | raise_F
-            t_step = jnp.where(raised, 1.0, t)
-            beta = 1.0 / (lip_f + sigma * lip_F)
-            step = beta * g
-            new = E - step  # gradient-step points (y+, z+)
-            step_d = step[0] - step[1]
-            # the three squared gradient-mapping norms and the restart test in one reduction
-            sums = jnp.sum(jnp.stack((step[0] * step[0], step[1] * step[1], step_d * step_d,
-                                      step[0] * (new[0] - V[0]) + step[1] * (new[1] - V[1]))), axis=1)
-            r_y = jnp.sqrt(sums[0]) / beta
-            r_z = jnp.sqrt(sums[1]) / beta
-            r_d = jnp.sqrt(sums[2]) / (beta * sigma)
-            # O'Donoghue & Candes (2015) gradient restart on the stacked (y, z)
-            restart = sums[3] > 0
-            t_new = jnp.where(restart, 1.0, 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t_step * t_step)))
-            momentum = (jnp.where(restart, 1.0, t_step) - 1.0) / t_new
-            bad = ~jnp.isfinite(r_y + r_z)
-            stop = bad | ((jnp.maximum(r_z, r_d) <= target) & (steps >= min_steps)) | (steps == max_steps)
-            # the state _Copies.solve leaves: after a raise the next solve starts from the last gradient-step
-            # points; a stop returns the evaluation points (momentum reset); a non-finite step changes nothing else
-            kept = V[:2]
-            stopped = jnp.concatenate((jnp.where(bad, kept, E), jnp.where(raised, kept, E)))
-            V_out = jnp.where(stop, stopped, jnp.concatenate((new, new + momentum * (new - kept))))
-            t_out = jnp.where(stop, jnp.where(bad, jnp.where(raised, 1.0, t), 1.0), t_new)
+            (V_out, current, t_out, lip_f, lip_F, raised, r_y, r_z, r_d, _, stop) = common_step(
+                sigma, target, min_steps, max_steps, steps, V, previous, grads, t, lip_f, lip_F)
 
             def finish() -> Any:
                 # the x-blocks at the evaluation points, the merit values at the returned copies (when asked)
@@ -194,8 +204,7 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
                 return jnp.concatenate((info, parts, blocks_x.ravel(), copies.ravel()))
 
             host = lax.cond(stop, finish, lambda: host)
-            return (steps + 1, V_out, jnp.concatenate((E, g)), grads, t_out, lip_f, lip_F, jnp.asarray(False),
-                    evals, host, stop)
+            return (steps + 1, V_out, current, grads, t_out, lip_f, lip_F, jnp.asarray(False), evals, host, stop)
 
         n = x.shape[0]
         carry = (jnp.asarray(0, jnp.int32), state, jnp.zeros((4, m), dtype), cached, scalars[_T], scalars[_LF],
@@ -235,80 +244,114 @@ def _build(problem: BilevelProblem) -> tuple[Any, Any, Any, Any]:
     boxed = isinstance(problem.x_set, Box)
     growth, bb_min, bb_max = outer._GROWTH, outer._BB_MIN, outer._BB_MAX
 
-    def segment(x: Any, g: Any, state: Any, scalars: Any) -> tuple[Any, Any, Any, Any, Any]:
-        # the watchdog phase's BB steps (penalty._run_deterministic.one_fast_step) in a loop: each pass is one
-        # step, the copies' inner steps being the solve program's loop (target 0, _FAST_STEPS steps)
-        sigma, tol = scalars[_S_SIGMA], scalars[_S_TOL]
-        limit = scalars[_S_LIMIT].astype(jnp.int32)
-        at_final = scalars[_S_AT_FINAL] > 0
-        n, m = x.shape[0], state.shape[1]
-        dtype = state.dtype
-        zero = jnp.zeros((), dtype)
-        fast = scalars[_S_FAST]
-        one = jnp.ones((), dtype)
+    def fast_inner(x: Any, sigma: Any, V: Any, t: Any, lip_f: Any, lip_F: Any, fast: int) -> tuple:
+        # solve(x, target 0, min_steps = max_steps = fast) without the cache, unrolled: fast + 1 evaluations (the
+        # steps after a non-finite one change nothing and are not counted), then the x-blocks at the last
+        # evaluation points. One straight-line program: no nested loop or branch to dispatch.
+        zero = jnp.zeros((), V.dtype)
+        previous = jnp.zeros_like(V)
+        live = jnp.asarray(True)
+        evals = zero
+        raised = r_y = r_z = r_d = None
+        for i in range(fast + 1):
+            E = V[2:]
+            grads_i = jnp.concatenate((upper_grad_y(x, E[0])[None], lower_grad_y(x, E)))
+            (V_i, current, t_i, lip_f_i, lip_F_i, raised_i, r_y_i, r_z_i, r_d_i, _, stop) = common_step(
+                sigma, zero, fast, fast, jnp.asarray(i), V, previous, grads_i, t, lip_f, lip_F)
+            evals = evals + jnp.where(live, 1.0, 0.0)
+            if i == 0:
+                E_last, grads, raised, r_y, r_z, r_d = E, grads_i, raised_i, r_y_i, r_z_i, r_d_i
+            else:
+                E_last, grads = jnp.where(live, E, E_last), jnp.where(live, grads_i, grads)
+                raised, r_y, r_z, r_d = (jnp.where(live, raised_i, raised), jnp.where(live, r_y_i, r_y),
+                                         jnp.where(live, r_z_i, r_z), jnp.where(live, r_d_i, r_d))
+            V, previous = jnp.where(live, V_i, V), current
+            t, lip_f, lip_F = jnp.where(live, t_i, t), jnp.where(live, lip_f_i, lip_f), jnp.where(live, lip_F_i, lip_F)
+            live = live & ~stop
+        blocks = jnp.concatenate((upper_grad_x(x, E_last[0])[None], lower_grad_x(x, E_last)))
+        return V, grads, blocks, t, lip_f, lip_F, raised, r_y, r_z, r_d, evals
 
-        def cond(c: tuple) -> Any:
-            return ~c[-1]
+    def make_segment(fast: int) -> Any:
+        def segment(x: Any, g: Any, state: Any, scalars: Any) -> tuple[Any, Any, Any, Any, Any]:
+            # the watchdog phase's BB steps (penalty._run_deterministic.one_fast_step) in a loop: each pass is one
+            # step, with the copies' fast + 1 inner evaluations unrolled (fast_inner)
+            sigma, tol = scalars[_S_SIGMA], scalars[_S_TOL]
+            limit = scalars[_S_LIMIT].astype(jnp.int32)
+            at_final = scalars[_S_AT_FINAL] > 0
+            m = state.shape[1]
+            dtype = state.dtype
+            zero = jnp.zeros((), dtype)
+            one = jnp.ones((), dtype)
 
-        def body(c: tuple) -> tuple:
-            (j, x, g, alpha, smallest, residual, inner, V, grads, info, evals, _, _) = c
-            x_new = project(x - alpha * g)
-            inner_scalars = jnp.stack((sigma, zero, info[1], info[2], info[0], fast, fast, zero, zero))
-            V_new, grads_new, info_new = solve(x_new, V, grads, inner_scalars)
-            blocks = jnp.reshape(info_new[_N_INFO:_N_INFO + 3 * n], (3, n))
-            g_new = blocks[0] + (blocks[1] - blocks[2]) / sigma
-            inner_new = jnp.maximum(info_new[4], info_new[5])
-            ok = jnp.all(jnp.isfinite(x_new)) & jnp.all(jnp.isfinite(g_new)) & (info_new[8] > 0)
-            # _bb_next: BB1 (the previous step when <s, d> <= 0 or not finite), the growth cap measured by the
-            # gradient mapping on a box X, clipped to [_BB_MIN, _BB_MAX]
-            s, d = x_new - x, g_new - g
-            sd, ss = jnp.dot(s, d), jnp.dot(s, s)
-            use = (sd > 0) & jnp.isfinite(sd)
-            bb = jnp.where(use, ss / jnp.where(use, sd, 1.0), alpha)
-            measured = (x_new - project(x_new - alpha * g_new)) / alpha if boxed else g_new
-            size = jnp.sqrt(jnp.dot(measured, measured))
-            capped = (size > 0) & (ss > 0)
-            cap = growth * jnp.sqrt(ss) / jnp.where(capped, size, 1.0)
-            bb = jnp.where(capped & (cap < bb), cap, bb)
-            bb = jnp.where(bb_min > bb, bb_min, bb)
-            alpha_new = jnp.where(bb_max < bb, bb_max, bb)
-            mapped = x_new - project(x_new - alpha_new * g_new)
-            residual_new = jnp.sqrt(jnp.dot(mapped, mapped)) / alpha_new
-            smallest_new = jnp.where(residual_new < smallest, residual_new, smallest)  # Python's min
-            j_new = j + 1
-            done = (~ok | (j_new >= limit) | ~jnp.isfinite(residual_new + inner_new)
-                    | (at_final & (residual_new <= tol) & (inner_new <= tol)))
-            evals = evals + info_new[6]
+            def cond(c: tuple) -> Any:
+                return ~c[-1]
 
-            def keep(new: Any, old: Any) -> Any:  # a non-finite step changes nothing but the counts
-                return jnp.where(ok, new, old)
+            def body(c: tuple) -> tuple:
+                (j, x, g, alpha, smallest, residual, inner, V, grads, info, evals, _, _) = c
+                t, lip_f, lip_F = info[0], info[1], info[2]
+                x_new = project(x - alpha * g)
+                (V_new, grads_new, blocks, t, lip_f, lip_F, raised, r_y, r_z, r_d, count) = fast_inner(
+                    x_new, sigma, V, t, lip_f, lip_F, fast)
+                g_new = blocks[0] + (blocks[1] - blocks[2]) / sigma
+                inner_new = jnp.maximum(r_z, r_d)
+                finite_copies = jnp.all(jnp.isfinite(V_new[:2]))
+                ok = jnp.all(jnp.isfinite(x_new)) & jnp.all(jnp.isfinite(g_new)) & finite_copies
+                # _bb_next: BB1 (the previous step when <s, d> <= 0 or not finite), the growth cap measured by the
+                # gradient mapping on a box X, clipped to [_BB_MIN, _BB_MAX]
+                s, d = x_new - x, g_new - g
+                sd, ss = jnp.dot(s, d), jnp.dot(s, s)
+                use = (sd > 0) & jnp.isfinite(sd)
+                bb = jnp.where(use, ss / jnp.where(use, sd, 1.0), alpha)
+                measured = (x_new - project(x_new - alpha * g_new)) / alpha if boxed else g_new
+                size = jnp.sqrt(jnp.dot(measured, measured))
+                capped = (size > 0) & (ss > 0)
+                cap = growth * jnp.sqrt(ss) / jnp.where(capped, size, 1.0)
+                bb = jnp.where(capped & (cap < bb), cap, bb)
+                bb = jnp.where(bb_min > bb, bb_min, bb)
+                alpha_new = jnp.where(bb_max < bb, bb_max, bb)
+                mapped = x_new - project(x_new - alpha_new * g_new)
+                residual_new = jnp.sqrt(jnp.dot(mapped, mapped)) / alpha_new
+                smallest_new = jnp.where(residual_new < smallest, residual_new, smallest)  # Python's min
+                j_new = j + 1
+                done = (~ok | (j_new >= limit) | ~jnp.isfinite(residual_new + inner_new)
+                        | (at_final & (residual_new <= tol) & (inner_new <= tol)))
+                # the solve program's info scalars (t, L_f, L_F, r_y, r_z, r_d, evals, cacheable, finite)
+                info_new = jnp.stack((t, lip_f, lip_F, r_y, r_z, r_d, count, (~raised).astype(dtype),
+                                      finite_copies.astype(dtype)))
 
-            return (jnp.where(ok, j_new, j), keep(x_new, x), keep(g_new, g), keep(alpha_new, alpha),
-                    keep(smallest_new, smallest), keep(residual_new, residual), keep(inner_new, inner),
-                    keep(V_new, V), keep(grads_new, grads), keep(info_new, info), evals, ~ok, done)
+                def keep(new: Any, old: Any) -> Any:  # a non-finite step changes nothing but the counts
+                    return jnp.where(ok, new, old)
 
-        info = jnp.zeros(_N_INFO + 3 * n + 2 * m, dtype)
-        info = info.at[0].set(scalars[_S_T]).at[1].set(scalars[_S_LF]).at[2].set(scalars[_S_LF_UPPER])
-        info = info.at[_N_INFO + 3 * n:].set(state[:2].ravel())
-        carry = (jnp.asarray(0, jnp.int32), x, g, scalars[_S_ALPHA], scalars[_S_SMALLEST], scalars[_S_RESIDUAL],
-                 scalars[_S_INNER], state, jnp.zeros((3, m), dtype), info, zero, jnp.asarray(False),
-                 jnp.asarray(False))
-        (j, x, g, alpha, smallest, residual, inner, V, grads, info, evals, bad, _) = lax.while_loop(cond, body, carry)
-        # the checkpoint's refinement when this segment reached it: the solve the outer loop's evaluate asks for
-        # next (target max(1e-14, _CHECK_RTOL inner_rtol smallest), inner_max steps, from the cached gradients,
-        # with the merit values), run here so that it costs no call of its own
-        do_check = (j == scalars[_S_CHECK_AT].astype(jnp.int32)) & ~bad
-        target = scalars[_S_CHECK_RTOL] * smallest
-        target = jnp.where(target > 1e-14, target, 1e-14)  # Python's max(1e-14, target)
-        check_scalars = jnp.stack((sigma, target, info[1], info[2], info[0], scalars[_S_INNER_MAX], zero, info[7],
-                                   one))
-        V_check, grads_check, info_check = lax.cond(do_check, lambda: solve(x, V, grads, check_scalars),
-                                                    lambda: (V, grads, jnp.zeros_like(info)))
-        head = jnp.concatenate((jnp.stack((j.astype(dtype), bad.astype(dtype), evals, alpha, residual, inner,
-                                           smallest)), info[:9], jnp.stack((do_check.astype(dtype), target))))
-        return V, grads, V_check, grads_check, jnp.concatenate((head, x, g, info[_N_INFO + 3 * n:], info_check))
+                return (jnp.where(ok, j_new, j), keep(x_new, x), keep(g_new, g), keep(alpha_new, alpha),
+                        keep(smallest_new, smallest), keep(residual_new, residual), keep(inner_new, inner),
+                        keep(V_new, V), keep(grads_new, grads), keep(info_new, info), evals + count, ~ok, done)
 
-    return jax.jit(solve), jax.jit(state_values), jax.jit(probe), jax.jit(segment)
+            info = jnp.concatenate((jnp.stack((scalars[_S_T], scalars[_S_LF], scalars[_S_LF_UPPER])),
+                                    jnp.zeros(6, dtype)))
+            carry = (jnp.asarray(0, jnp.int32), x, g, scalars[_S_ALPHA], scalars[_S_SMALLEST], scalars[_S_RESIDUAL],
+                     scalars[_S_INNER], state, jnp.zeros((3, m), dtype), info, zero, jnp.asarray(False),
+                     jnp.asarray(False))
+            (j, x, g, alpha, smallest, residual, inner, V, grads, info, evals, bad, _) = lax.while_loop(
+                cond, body, carry)
+            # the checkpoint's refinement when this segment reached it: the solve the outer loop's evaluate asks
+            # for next (target max(1e-14, _CHECK_RTOL inner_rtol smallest), inner_max steps, from the cached
+            # gradients, with the merit values), run here so that it costs no call of its own
+            do_check = (j == scalars[_S_CHECK_AT].astype(jnp.int32)) & ~bad
+            target = scalars[_S_CHECK_RTOL] * smallest
+            target = jnp.where(target > 1e-14, target, 1e-14)  # Python's max(1e-14, target)
+            check_scalars = jnp.stack((sigma, target, info[1], info[2], info[0], scalars[_S_INNER_MAX], zero,
+                                       info[7], one))
+            n = x.shape[0]
+            V_check, grads_check, info_check = lax.cond(
+                do_check, lambda: solve(x, V, grads, check_scalars),
+                lambda: (V, grads, jnp.zeros(_N_INFO + 3 * n + 2 * m, dtype)))
+            head = jnp.concatenate((jnp.stack((j.astype(dtype), bad.astype(dtype), evals, alpha, residual, inner,
+                                               smallest)), info, jnp.stack((do_check.astype(dtype), target))))
+            return V, grads, V_check, grads_check, jnp.concatenate((head, x, g, V[:2].ravel(), info_check))
+
+        return jax.jit(segment)
+
+    return jax.jit(solve), jax.jit(state_values), jax.jit(probe), functools.lru_cache(maxsize=None)(make_segment)
 
 
 def start_copies(oracles: Oracles, feasible: LowerFeasibleSet, x: np.ndarray, y0: np.ndarray) -> JaxCopies:
@@ -405,7 +448,8 @@ class JaxCopies:
                       fast_steps, tol, at_final, checkpoint_at, check_rtol, inner_max)
         self._pending = None
         with x64():
-            state, cached, state_check, cached_check, host = self._segment(x, g, self._state, scalars)
+            program = self._segment(fast_steps)  # the inner steps unrolled: one program per _FAST_STEPS
+            state, cached, state_check, cached_check, host = program(x, g, self._state, scalars)
             host = np.asarray(host)
         n, m = self._n, self._m
         (steps, bad, evals, alpha, residual, inner, smallest, self.t, self.lipschitz_f, self.lipschitz_F, self.r_y,

@@ -26,6 +26,14 @@ from optkit.solvers.bilevel._common import LowerFeasibleSet, Oracles
 
 _SMALL = {"t2": lambda jax: toys.t2(jax=jax),
           "benchopt": lambda jax: toys.benchopt_quadratic(20, 20, 128, seed=1, jax=jax)}
+_BUILT: dict = {}
+
+
+def _toy(name: str, jax: bool) -> toys.BilevelToy:
+    # one instance per (toy, backend) for the whole module: the compiled programs are built once per problem
+    if (name, jax) not in _BUILT:
+        _BUILT[name, jax] = _SMALL[name](jax)
+    return _BUILT[name, jax]
 
 
 def _calls(result: optkit.Result) -> int:
@@ -34,8 +42,8 @@ def _calls(result: optkit.Result) -> int:
 
 @pytest.mark.parametrize("name", sorted(_SMALL))
 def test_jax_backend_matches_numpy_backend_and_closed_form(name: str) -> None:
-    reference = _SMALL[name](False)
-    toy = _SMALL[name](True)
+    reference = _toy(name, False)
+    toy = _toy(name, True)
     expected = optkit.solve(reference.problem, "penalty")
     result = optkit.solve(toy.problem, "penalty", backend="jax")
     assert result.status is optkit.Status.CONVERGED and result.backend == "jax"
@@ -65,8 +73,8 @@ def test_jax_backend_matches_numpy_backend_and_closed_form(name: str) -> None:
 def test_line_search_phase_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     # _WATCHDOG = 0: the non-monotone line search from the start (backtracking, refinement, value calls)
     monkeypatch.setattr(penalty_module, "_WATCHDOG", 0)
-    expected = optkit.solve(toys.t2().problem, "penalty")
-    toy = toys.t2(jax=True)
+    expected = optkit.solve(_toy("t2", False).problem, "penalty")
+    toy = _toy("t2", True)
     result = optkit.solve(toy.problem, "penalty", backend="jax")
     assert result.info["final_mode"] == "line search" and result.status is optkit.Status.CONVERGED
     assert result.nit == expected.nit and _calls(result) == _calls(expected)
@@ -102,7 +110,7 @@ def test_box_constrained_x_against_scipy() -> None:
 def test_copies_step_by_step_and_gradient_reuse() -> None:
     # one _Copies (NumPy/Numba) and one JaxCopies driven through the same solves: same state, same counts; a solve
     # re-entered at the same x from the returned points reuses the gradients (no new calls)
-    reference, toy = toys.t2(), toys.t2(jax=True)
+    reference, toy = _toy("t2", False), _toy("t2", True)
     x = np.linspace(-1.0, 1.0, 10)
     y0 = np.zeros(10)
     oracles_np, oracles_jax = Oracles(reference.problem), Oracles(toy.problem)
@@ -150,7 +158,7 @@ def test_auto_keeps_numpy_and_refusals() -> None:
 @pytest.fixture(scope="module")
 def t2_pair() -> tuple:
     # one JAX problem for the tests below: its compiled programs are built once
-    return toys.t2(), toys.t2(jax=True)
+    return _toy("t2", False), _toy("t2", True)
 
 
 def _same_run(result: optkit.Result, expected: optkit.Result, atol: float = 1e-8) -> None:
