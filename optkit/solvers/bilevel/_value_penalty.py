@@ -42,7 +42,7 @@ from optkit.solvers.bilevel._common import (
     probe_lipschitz,
     seed_info,
 )
-from optkit.solvers.loop import Step, drive
+from optkit.solvers.loop import Step, check_positive_int, drive
 from optkit.solvers.result import Result, Status
 
 
@@ -117,6 +117,7 @@ def run_value_penalty(
     if backend == "jax" and (inner_steps is None or batch_size is not None):
         raise ValueError(f"{method} with backend='jax' runs deterministic fixed inner steps only (inner_steps set, "
                          "batch_size=None): use backend='numpy'")
+    check_every = check_positive_int("check_every", check_every)
     oracles = Oracles(problem)
     feasible = LowerFeasibleSet(problem)
     rng, info = seed_info(seed)
@@ -140,7 +141,7 @@ def run_value_penalty(
         lipschitz_f, lipschitz_F, probes = kernel.curvature(x, y0)
         oracles.counts["lower_grad"] += probes
         oracles.counts["upper_grad"] += probes
-        pair = {"yz": kernel.start(y0)}
+        pair = {"yz": kernel.start(y0)} if check_every == 1 else {}
     elif fixed_inner:
         lipschitz_f, probes_f = _curvature(problem.lower, x, y0, lower_sampler)
         lipschitz_F, probes_F = _curvature(problem.upper, x, y0, upper_sampler)
