@@ -37,9 +37,13 @@ dominate. Longer inner loops amortise it (T = 10: ~1.8x faster than the NumPy ba
 
 Hence :class:`Segment`: ``check_every`` whole outer iterations (schedule, inner steps, outer step rule, stopping
 test) in one compiled call, so that the fixed cost per call (~0.1-0.2 ms on the CPU, whatever the work) and the
-host's outer loop (~0.08 ms per iteration) are paid once per segment. On benchopt's quadratic at fixed
-:math:`\lambda = 10^5`, ``check_every=10``: ~30 us per outer iteration with T = 2 and ~80 us with T = 10 inside the
-segment, plus ~0.15-0.2 ms per call.
+host's outer loop (~0.08 ms per iteration) are paid once per segment. On benchopt's quadratic (d = 100) at fixed
+:math:`\lambda = 10^5`: ~27 us per outer iteration with T = 2 and ~80 us with T = 10 inside the segment (a 100 x 100
+matrix-vector product takes ~0.9 us and an iteration makes 6T + 8 of them: mostly arithmetic), plus ~0.1 ms per
+call. Measured and rejected (slower on this CPU): the inner steps unrolled, the two copies in two loops, the last
+inner step (with the residual norms) outside the loop, both lower gradients as one batched (``vmap``) evaluation,
+and one flat state vector for the whole loop carry; wider loop bodies let XLA:CPU run independent operations on its
+thread pool, which costs more CPU time than it saves at these sizes.
 
 Everything runs in float64 under :func:`~optkit.solvers.bilevel._jax_common.x64`. Only problems that
 :func:`~optkit.solvers.bilevel._jax_common.jax_support` accepts without constraints (Y = R^m, so the lower
