@@ -33,24 +33,29 @@ a checkpoint every ``_WATCHDOG`` steps) runs in segments: :meth:`JaxCopies.fast_
 
 .. math::
 
-    x^+ = P_X(x - \alpha g),\qquad (y, z) \leftarrow \text{the solve loop above at } x^+ \text{ (target 0)},
+    x^+ = P_X(x - \alpha g),\qquad (y, z) \leftarrow \text{the common steps above at } x^+ \text{ (target 0)},
     \qquad g^+ = \nabla_x F(x^+, y) + (\nabla_x f(x^+, y) - \nabla_x f(x^+, z))/\sigma,
 
 then the BB1 step :math:`\|s\|^2/\langle s, g^+ - g\rangle` with ``_bb_next``'s clipping and growth cap (measured
 by the gradient mapping on a box), the residual :math:`\|x^+ - P_X(x^+ - \alpha^+ g^+)\|/\alpha^+` and the
 smallest residual; it stops after ``limit`` steps (the next checkpoint, the iteration budget, the last step with
 the same :math:`\sigma`), at the outer stopping test, or at a non-finite step (not taken: its calls are counted and
-the caller rolls back). The checkpoint itself (refinement, merit, accept or roll back) stays the shared Python
-code.
+the caller rolls back). The ``_FAST_STEPS + 1`` inner evaluations of a step are unrolled (the solve loop's step,
+``common_step``, written out: no nested loop or branch per outer step). A segment that reaches the checkpoint also
+runs, in the same call, the refinement solve and merit values the checkpoint asks for next (``_pending``); the
+decision (accept, or roll back to the last checkpoint and switch to the line search) stays the shared Python code.
 
 The compiled programs depend only on the problem's levels and sizes; they are built once per problem (a weak
 cache: problems are immutable), so repeated solves do not recompile.
 
-Speed on the CPU. XLA's CPU runtime costs ~250-300 us per compiled call whatever its arithmetic (thread-pool
+Speed on the CPU. XLA's CPU runtime costs ~250-350 us per compiled call whatever its arithmetic (thread-pool
 handoffs, allocation; ``perf``: a third of the samples in ``Eigen::ThreadPoolTempl::GlobalSteal``/``MaybeGetTask``,
-a tenth in ``malloc``/``free``), while one inner step costs ~13 us inside a loop. With one call per outer step
-this backend took ~31 ms CPU on benchopt's quadratic (d = 100, n = 1024, seed 0, ``||grad h||^2 <= 1e-8``, 663
-oracle calls, 76 compiled calls) against the NumPy backend's ~14 ms; the segments bring the calls to ~17.
+a tenth in ``malloc``/``free``), while one step of the segment loop costs ~45 us (three evaluations of the copies
+and the x-blocks). With one call per outer step this backend took ~31 ms CPU on benchopt's quadratic (d = 100,
+n = 1024, seed 0, ``||grad h||^2 <= 1e-8`` checked by a callback, 663 oracle calls, 76 compiled calls) against the
+NumPy backend's ~14 ms; with the segments it makes ~10 compiled calls and takes ~8.6-9.2 ms CPU (681 calls: the
+callback sees the target at the end of the segment, two steps later) against NumPy's ~13.6 ms and jaxopt's
+~12.7 ms (single-threaded flags of ``benchmarks/bilevel.py``, same process, shared 2-core machine, 2026-11-22).
 """
 
 from __future__ import annotations
