@@ -136,8 +136,8 @@ def penalty(
         run as one compiled ``lax.while_loop``, then the checkpoint is the shared Python code; the checkpoints' and
         the line-search phase's inner solves are one compiled call each. Consequently, during the watchdog phase
         ``Result.history`` has one row per segment (up to 10 iterations; its ``nit`` column says which) and
-        ``callback`` is called once per segment, so a callback can stop the run only at a segment's end; the NumPy
-        backend records and calls back after every iteration. It needs JAX-traceable levels, X = R^n or a box,
+        ``callback`` is called once per segment, so a callback (and ``time_limit``) can stop the run only at a
+        segment's end; the NumPy backend records and calls back after every iteration. It needs JAX-traceable levels, X = R^n or a box,
         Y = R^m and no coupled constraints (``ValueError`` with the reason otherwise), and runs the default
         deterministic loop only: ``batch_size``, ``inner_steps``, ``step`` and ``outer_step`` other than
         ``"nonmonotone_bb"`` raise ``ValueError`` with ``backend="jax"``.

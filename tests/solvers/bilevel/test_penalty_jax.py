@@ -142,6 +142,39 @@ def test_copies_step_by_step_and_gradient_reuse() -> None:
     np.testing.assert_allclose(copies_jax.y, copies_np.y, rtol=1e-9, atol=1e-12)
 
 
+def test_segment_runs_the_checkpoint_solve_like_a_separate_call() -> None:
+    # a segment that ends at the checkpoint computes the checkpoint's solve in the same call; the next solve with
+    # those arguments returns it (no program call) with the state, gradients, values and counts of a real call
+    toy = _toy("t2", True)
+    x0 = np.linspace(-1.0, 1.0, 10)
+    runs = []
+    for checkpoint_at in (3, 99):
+        oracles = Oracles(toy.problem)
+        copies = _penalty_jax.start_copies(oracles, LowerFeasibleSet(toy.problem), x0, np.zeros(10))
+        grads = copies.solve(x0, 1e-5, 0.0, 2, 2)
+        g = grads["Fx"] + (grads["fx_y"] - grads["fx_z"]) / 1e-5
+        steps, bad, x, _, _, _, _, smallest = copies.fast_segment(x0, g, 1e-5, 1e-3, np.inf, 3, 2, 1e-6, True,
+                                                                  checkpoint_at, 3.0, 500)
+        assert steps == 3 and not bad
+        if checkpoint_at == 3:
+            def no_call(*args: object) -> None:
+                raise AssertionError("the checkpoint's solve was computed by the segment")
+
+            copies._solve = no_call
+        target = max(1e-14, 3.0 * smallest)
+        grads = copies.solve(x, 1e-5, target, 500, 0, values=True)
+        runs.append((grads, copies.values(x), copies.y.copy(), copies.z.copy(), copies.r_z, copies.r_d,
+                     dict(oracles.counts)))
+    (grads_a, values_a, y_a, z_a, rz_a, rd_a, counts_a), (grads_b, values_b, y_b, z_b, rz_b, rd_b, counts_b) = runs
+    assert counts_a == counts_b
+    for key in ("Fx", "fx_y", "fx_z"):
+        np.testing.assert_allclose(grads_a[key], grads_b[key], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(values_a, values_b, rtol=1e-12)
+    np.testing.assert_allclose(y_a, y_b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(z_a, z_b, rtol=1e-12, atol=1e-14)
+    assert rz_a == pytest.approx(rz_b, rel=1e-9) and rd_a == pytest.approx(rd_b, rel=1e-6, abs=1e-9)
+
+
 def test_auto_keeps_numpy_and_refusals() -> None:
     toy = toys.t2(jax=True)
     assert optkit.solve(toy.problem, "penalty", max_iter=2).backend == "numpy"
