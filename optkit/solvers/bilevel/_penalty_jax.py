@@ -53,9 +53,14 @@ handoffs, allocation; ``perf``: a third of the samples in ``Eigen::ThreadPoolTem
 a tenth in ``malloc``/``free``), while one step of the segment loop costs ~45 us (three evaluations of the copies
 and the x-blocks). With one call per outer step this backend took ~31 ms CPU on benchopt's quadratic (d = 100,
 n = 1024, seed 0, ``||grad h||^2 <= 1e-8`` checked by a callback, 663 oracle calls, 76 compiled calls) against the
-NumPy backend's ~14 ms; with the segments it makes ~10 compiled calls and takes ~8.6-9.2 ms CPU (681 calls: the
-callback sees the target at the end of the segment, two steps later) against NumPy's ~13.6 ms and jaxopt's
-~12.7 ms (single-threaded flags of ``benchmarks/bilevel.py``, same process, shared 2-core machine, 2026-11-22).
+NumPy backend's ~14 ms; with the segments it makes 10 compiled calls (the curvature probe, the two evaluations
+at x0, 7 segments) and takes ~8.5-9.4 ms CPU, ~6.7-7.7 ms wall (681 calls: the callback sees the target at the
+end of the segment, two steps after the NumPy backend's 663) against NumPy's ~13.5-14.0 ms and jaxopt's
+~13.0-13.5 ms CPU, ~12.1-12.8 ms wall (single-threaded flags of ``benchmarks/bilevel.py``, best of 3, five rounds
+in one process, shared 2-core machine, 2026-11-22). What remains: ~300 us per call, ~45-80 us per outer step (the
+loop body is ~150 XLA thunks, run by the dataflow executor, which hands work to its thread pool: CPU time exceeds
+wall time by ~2 ms), Python ~2 ms. A body split into phases of at most 8 thunks each (run inline in the calling
+thread, as ``_aid_jax`` does) would be the next step.
 """
 
 from __future__ import annotations
