@@ -24,7 +24,7 @@ from optkit.problems.bilevel import BilevelProblem, FiniteSum
 from optkit.problems.functions import Function, _x64_context
 from optkit.problems.sets import Box, Reals
 
-__all__ = ["jax_support", "jax_levels", "jax_projection", "x64"]
+__all__ = ["auto_backend", "jax_levels", "jax_projection", "jax_support", "x64"]
 
 
 def x64() -> Any:
@@ -59,6 +59,16 @@ def jax_support(problem: BilevelProblem, method: str, *, constraints: bool = Fal
     if problem.lower_constraints is not None and not constraints:
         return f"{method} with backend='jax' does not support coupled lower constraints: use backend='numpy'"
     return None
+
+
+def auto_backend(requested: str, chosen: str, problem: BilevelProblem, method: str, *, options_ok: bool = True) -> str:
+    """The backend for ``backend="auto"``: ``"jax"`` when both levels are JAX-traceable and the JAX backend takes
+    the problem (:func:`jax_support`) and the options (``options_ok``): the NumPy backend would then call a compiled
+    JAX function per oracle, 3-100x slower than the JAX backend on the toys; otherwise ``chosen`` (what
+    :func:`~optkit.solvers.registry.resolve_backend` picked). An explicit ``backend`` is returned unchanged."""
+    if requested == "auto" and options_ok and jax_support(problem, method) is None:
+        return "jax"
+    return chosen
 
 
 def jax_levels(problem: BilevelProblem) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]:

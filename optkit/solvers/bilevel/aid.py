@@ -30,6 +30,7 @@ from optkit.solvers.bilevel._common import (
 )
 from optkit.solvers.bilevel._implicit import lower_lipschitz, run_outer
 from optkit.solvers.loop import Step, check_positive, check_positive_int, drive
+from optkit.solvers.bilevel._jax_common import auto_backend, jax_support
 from optkit.solvers.registry import register, resolve_backend
 from optkit.solvers.result import Result, Status
 
@@ -140,7 +141,8 @@ def aid(
         \nabla^2_{yy} f\, v)/\ell`, one Hessian-vector product each, the hypergradient using the cross term of the
         last product (the lagged-:math:`v` estimate of single-loop AID); needs ``cg_steps``.
     backend
-        ``"numpy"`` (the reference; ``"auto"`` picks it) or ``"jax"``: the same algorithm, each hypergradient
+        ``"numpy"`` (the reference) or ``"jax"`` (``"auto"`` picks JAX when the levels are JAX-traceable and the
+        JAX backend takes the problem, NumPy otherwise): the same algorithm, each hypergradient
         evaluation (the inner gradient loop, the upper gradient and value, the CG or Richardson loop) one call of a
         compiled ``jax.jit`` program built from autodiff of the levels (Hessian-vector products forward over
         reverse), with the same stopping tests, warm starts and oracle counts
@@ -167,10 +169,8 @@ def aid(
     >>> bool(abs(result.x[0][0] - 0.5) < 1e-6)
     True
     """
-    chosen = resolve_backend(backend, aid.solver_info)
+    chosen = auto_backend(backend, resolve_backend(backend, aid.solver_info), problem, "aid")
     if chosen == "jax":
-        from optkit.solvers.bilevel._jax_common import jax_support
-
         reason = jax_support(problem, "aid")
         if reason is not None:
             raise ValueError(reason)

@@ -43,6 +43,7 @@ from optkit.solvers.bilevel._value_penalty import (
     run_value_penalty,
 )
 from optkit.solvers.loop import check_positive, check_positive_int
+from optkit.solvers.bilevel._jax_common import auto_backend, jax_support
 from optkit.solvers.registry import register, resolve_backend
 from optkit.solvers.result import Result
 
@@ -101,7 +102,9 @@ def f2sa(
     batch_size
         Minibatch size (finite-sum problems); ``None``: full gradients.
     backend
-        ``"numpy"`` (the reference), ``"jax"`` or ``"auto"`` (NumPy unless JAX arrays are given). ``"jax"``: up to
+        ``"numpy"`` (the reference), ``"jax"`` or ``"auto"`` (JAX when the levels are JAX-traceable and the JAX
+        backend takes the problem and ``batch_size`` is None, else NumPy:
+        :func:`~optkit.solvers.bilevel._jax_common.auto_backend`). ``"jax"``: up to
         ``check_every`` whole outer iterations (the :math:`\lambda_k` schedule, the ``T`` steps of both copies, the
         x-direction, the outer step rule, the residuals and the stopping test) run as one compiled call
         (:class:`optkit.solvers.bilevel._value_penalty_jax.Segment`; same steps, same counts, iterates equal to
@@ -131,9 +134,8 @@ def f2sa(
     reason = _accepts(problem)
     if reason is not None:
         raise ValueError(reason)
+    chosen = auto_backend(backend, chosen, problem, "f2sa", options_ok=batch_size is None)
     if chosen == "jax":
-        from optkit.solvers.bilevel._jax_common import jax_support
-
         reason = jax_support(problem, "f2sa")
         if reason is not None:
             raise ValueError(reason)

@@ -43,7 +43,7 @@ from optkit.solvers.bilevel._common import (
     probe_lipschitz,
     schedule,
 )
-from optkit.solvers.bilevel._jax_common import jax_support
+from optkit.solvers.bilevel._jax_common import auto_backend, jax_support
 from optkit.solvers.bilevel._value_penalty import (
     affine_coupling_only,
     run_value_penalty,
@@ -129,7 +129,8 @@ def penalty(
         strongly convex hyper-objectives, e.g. ``sigma0=sigma``, ``inner_steps=2`` on the benchopt quadratic).
         Ignored when ``step`` is given.
     backend
-        ``"numpy"`` (``"auto"`` picks it), or ``"jax"``: the same default loop
+        ``"numpy"``, or ``"jax"`` (``"auto"`` picks JAX when the levels are JAX-traceable, the JAX backend takes
+        the problem and the options select the default deterministic loop; NumPy otherwise): the same default loop
         (:mod:`optkit.solvers.bilevel._penalty_jax`; same steps, decisions, stopping tests and oracle counts,
         iterates equal up to rounding) with the watchdog phase's BB steps compiled in segments: the steps up to the
         next checkpoint (or the iteration budget, a change of :math:`\sigma`, the stopping test, a non-finite step)
@@ -166,6 +167,7 @@ def penalty(
     sigma = check_positive("sigma", sigma)
     default_loop = outer_step == "nonmonotone_bb" and inner_steps is None and step is None and not (
         batch_size is not None and problem.is_stochastic)
+    chosen = auto_backend(backend, chosen, problem, "penalty", options_ok=default_loop and batch_size is None)
     if sigma0 is None:
         sigma0 = sigma if default_loop else 1.0
     sigma0 = max(check_positive("sigma0", sigma0), sigma)

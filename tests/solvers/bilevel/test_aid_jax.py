@@ -146,9 +146,10 @@ def test_refusals_name_the_reason(toys_t2) -> None:
         optkit.solve(toys_t2[1].problem, "aid", backend="numba")
 
 
-def test_auto_backend_stays_numpy(toys_t2) -> None:
-    result = optkit.solve(toys_t2[1].problem, "aid", tol=1e-6)
-    assert result.backend == "numpy" and result.success
+def test_auto_backend_picks_jax_for_traceable_levels(toys_t2) -> None:
+    # JAX-traceable levels run on JAX; hand-written NumPy oracles stay on NumPy
+    assert optkit.solve(toys_t2[1].problem, "aid", tol=1e-6).backend == "jax"
+    assert optkit.solve(toys_t2[0].problem, "aid", tol=1e-6).backend == "numpy"
 
 
 def test_programs_are_built_once_per_problem(toys_t2) -> None:

@@ -274,6 +274,9 @@ def test_compiled_kernel_is_reused_per_problem() -> None:
     assert fixed_inner_kernel(problem, 3, False) is not fixed_inner_kernel(problem, 2, False)
 
 
-def test_auto_backend_stays_numpy() -> None:
-    result = optkit.solve(_traced_t2().problem, "f2sa", inner_steps=2, max_iter=3, tol=1e-300)
-    assert result.backend == "numpy"
+def test_auto_backend_picks_jax_for_traceable_levels() -> None:
+    problem = _traced_t2().problem
+    assert optkit.solve(problem, "f2sa", inner_steps=2, max_iter=3, tol=1e-300).backend == "jax"
+    # minibatches are NumPy-only: auto falls back instead of refusing
+    assert optkit.solve(problem, "f2sa", inner_steps=2, max_iter=3, tol=1e-300, batch_size=8,
+                        seed=0).backend == "numpy"

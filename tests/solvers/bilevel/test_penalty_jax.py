@@ -175,9 +175,11 @@ def test_segment_runs_the_checkpoint_solve_like_a_separate_call() -> None:
     assert rz_a == pytest.approx(rz_b, rel=1e-9) and rd_a == pytest.approx(rd_b, rel=1e-6, abs=1e-9)
 
 
-def test_auto_keeps_numpy_and_refusals() -> None:
+def test_auto_backend_and_refusals() -> None:
     toy = toys.t2(jax=True)
-    assert optkit.solve(toy.problem, "penalty", max_iter=2).backend == "numpy"
+    assert optkit.solve(toy.problem, "penalty", max_iter=2).backend == "jax"
+    assert optkit.solve(toy.problem, "penalty", max_iter=2, outer_step="secant").backend == "numpy"
+    assert optkit.solve(toys.t2().problem, "penalty", max_iter=2).backend == "numpy"
     for options in ({"batch_size": 8}, {"inner_steps": 2}, {"step": 0.1}, {"outer_step": "secant"},
                     {"outer_step": "bb"}):
         with pytest.raises(ValueError, match="backend='jax' runs the default deterministic loop only"):
