@@ -294,18 +294,20 @@ def _auto_instances():
 _FAST = {"clouds60-k3-g0.01", "clouds60-k2-g0.1", "random100-k5-g0.1", "random100-k1-g0.1"}
 
 
+@pytest.mark.parametrize("formulation", ["dual", "semi-dual"])
 @pytest.mark.parametrize("name,make", [pytest.param(name, make, id=name, marks=() if name in _FAST
                                                     else pytest.mark.slow) for name, make in _auto_instances()])
-def test_auto_is_never_below_lbfgs(name: str, make) -> None:
+def test_auto_is_never_below_lbfgs(name: str, make, formulation: str) -> None:
     # algorithm="auto" (Newton on the quadratic relaxation; L-BFGS from the same start where the constraint binds)
     # against L-BFGS alone, an independent method on the same concave k-dual D_k. Where the relaxed plan has at
     # most k nonzeros per column its potentials maximise D_k (no duality gap: see sparse._auto_sparse) and both
     # runs end with marginal error <= tol = 1e-6, so the values differ by at most ~tol * (|alpha| + |beta|)_inf;
-    # elsewhere auto's second phase *is* that L-BFGS run, so the values agree to rounding.
+    # elsewhere auto's second phase *is* that L-BFGS run, so the values agree to rounding. The same for the
+    # semi-dual (its value at the relaxation's alpha is maximal when the relaxed plan is k-sparse).
     problem = make()
     k = problem.regularization.k
-    reference = sparse_ot(problem, algorithm="lbfgs")
-    auto = sparse_ot(problem)
+    reference = sparse_ot(problem, algorithm="lbfgs", formulation=formulation)
+    auto = sparse_ot(problem, formulation=formulation)
     scale = max(np.abs(np.concatenate(auto.x.potentials)).max(), 1.0)
     assert auto.x.dual_objective >= reference.x.dual_objective - 1e-6 * scale
     assert auto.info["max_nonzeros_per_column"] <= k and np.all(np.isfinite(auto.x.plan))
@@ -315,7 +317,8 @@ def test_auto_is_never_below_lbfgs(name: str, make) -> None:
         assert auto.info["duality_gap"] == pytest.approx(0.0, abs=1e-6 * scale)
     else:
         assert auto.x.dual_objective == pytest.approx(reference.x.dual_objective, abs=1e-12)
-        assert [p["phase"] for p in auto.info["phases"]] == ["newton (quadratic relaxation)", "lbfgs (k-dual)"]
+        assert [p["phase"] for p in auto.info["phases"]] == ["newton (quadratic relaxation)",
+                                                             f"lbfgs (k-{formulation})"]
 
 
 def test_auto_two_phases_history_callback_and_limits() -> None:
