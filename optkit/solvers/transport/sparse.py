@@ -366,9 +366,9 @@ def _auto_sparse(problem: TransportProblem, cost: np.ndarray, a: np.ndarray, b: 
       \\text{primal}_k^\\star`, so :math:`x^\\star` maximises :math:`D_k` with no duality gap.
 
     At Newton's approximate maximiser the k-dual has the same plan and gradient (so the same marginal error
-    <= ``tol``) and the same value. The same holds for the semi-dual (``dual=False``) at Newton's :math:`\alpha`:
-    the k-sparse column problem :math:`\max_{p \in b_j\Delta,\ \|p\|_0 \le k} \langle\alpha - c_j, p\rangle
-    - \tfrac\gamma2\|p\|^2` has the quadratic plan's column as its solution when that column is k-sparse (it
+    <= ``tol``) and the same value. The same holds for the semi-dual (``dual=False``) at Newton's :math:`\\alpha`:
+    the k-sparse column problem :math:`\\max_{p \\in b_j\\Delta,\\ \\|p\\|_0 \\le k} \\langle\\alpha - c_j, p\\rangle
+    - \\tfrac\\gamma2\\|p\\|^2` has the quadratic plan's column as its solution when that column is k-sparse (it
     solves the problem over the whole simplex), so the semi-dual equals the quadratic semi-dual there, whose maximum
     is the quadratic optimum; the semi-dual is at most the k-sparse primal optimum (weak duality), so it is maximal
     too. Its plan has exact column sums; the run returns it only if its measured marginal error is <= ``tol``.
