@@ -346,7 +346,8 @@ class _NumbaBackend:
         self.capacity = max(self.capacity, 2 * parts[1].size)
         return _Support(*parts, alpha, beta, a, b, gamma)
 
-    def solve(self, state: _Support, rhs, gamma, shift, rtol, max_iter):
+    @staticmethod
+    def solve(state: _Support, rhs, gamma, shift, rtol, max_iter):
         diagonal = np.concatenate([state.row_count, state.col_count]) / gamma + shift
         return _pcg_numba(state.col_ptr, state.rows, diagonal, 1.0 / gamma, rhs, rtol, max_iter)
 
@@ -374,7 +375,8 @@ class _NumpyBackend:
         return _Support(col_ptr, rows.astype(np.int64), vals, row_sum, row_count, col_sum, col_count,
                         float(vals @ vals), alpha, beta, a, b, gamma)
 
-    def solve(self, state: _Support, rhs, gamma, shift, rtol, max_iter):
+    @staticmethod
+    def solve(state: _Support, rhs, gamma, shift, rtol, max_iter):
         from scipy import sparse
 
         n, m = state.row_count.size, state.col_count.size
@@ -488,17 +490,20 @@ def schedule(gamma: float, k: int, n: int, tol: float, mass: float, continuation
 
 def solve_newton(cost: np.ndarray, a: np.ndarray, b: np.ndarray, gamma: float, k: int, x0: np.ndarray | None, *,
                  backend: str, tol: float, max_iter: int, time_limit: float | None, callback: Any, progress: bool,
-                 best: dict[str, Any], current: Callable[[], Any], options: type = NewtonOptions):
+                 best: dict[str, Any], current: Callable[[], Any], options: type = NewtonOptions,
+                 kernels: Any = None):
     """Run the semismooth Newton method under :func:`optkit.solvers.loop.drive`.
 
     ``x0`` is ``None`` (start from :math:`\\alpha = 0` and continue in :math:`\\gamma`), ``alpha`` (size n) or
     ``(alpha, beta)`` concatenated (size n + m; no continuation from a given point). ``best`` (updated in place)
     holds the iterate ``x = (alpha, beta)``, the dual ``value``, the plan in the ``(rows, values)`` format of
     :mod:`optkit.kernels.numpy_sparse_ot` and the L1 marginal ``error``; ``current()`` builds the callback's iterate
-    from it. Returns ``(outcome, counts)``.
+    from it. ``kernels`` replaces the support scans and CG solves of ``backend`` (the restricted problems of
+    :mod:`optkit.solvers.transport._sparse_polish` pass theirs). Returns ``(outcome, counts)``.
     """
     n, m = cost.shape
-    kernels = _NumbaBackend(cost, options) if backend == "numba" else _NumpyBackend(cost)
+    if kernels is None:
+        kernels = _NumbaBackend(cost, options) if backend == "numba" else _NumpyBackend(cost)
     spread = float(cost.max() - cost.min()) if cost.size else 0.0
     stages = schedule(gamma, k, n, tol, float(a.sum()), x0 is None, spread if math.isfinite(spread) else 0.0,
                       options)
@@ -659,6 +664,6 @@ def solve_newton(cost: np.ndarray, a: np.ndarray, b: np.ndarray, gamma: float, k
     for key, value in outcome.counts.items():
         counts[key] = counts.get(key, 0) + value
     counts["iterations"] = outcome.nit
-    if backend == "numba":
+    if hasattr(kernels, "screens"):
         counts["screens"] = kernels.screens
     return outcome, counts

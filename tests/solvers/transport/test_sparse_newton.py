@@ -120,8 +120,9 @@ def test_newton_is_the_default_for_quadratic_and_agrees_with_lbfgs() -> None:
     np.testing.assert_allclose(ours.x.plan, ref.x.plan, atol=1e-5)
     assert ours.x.dual_objective == pytest.approx(ref.x.dual_objective, abs=1e-10)
     assert ours.fun == pytest.approx(ref.fun, abs=1e-8)
-    # The SparsityConstrained default: Newton on the quadratic relaxation, then L-BFGS where the constraint binds.
-    assert sparse_ot(_problem(8, 6, SparsityConstrained(2, 0.1))).info["algorithm"] in ("newton", "newton+lbfgs")
+    # The SparsityConstrained default: Newton on the quadratic relaxation, then polishing and L-BFGS where the
+    # constraint binds.
+    assert sparse_ot(_problem(8, 6, SparsityConstrained(2, 0.1))).info["algorithm"].startswith("newton")
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -297,28 +298,33 @@ _FAST = {"clouds60-k3-g0.01", "clouds60-k2-g0.1", "random100-k5-g0.1", "random10
 @pytest.mark.parametrize("formulation", ["dual", "semi-dual"])
 @pytest.mark.parametrize("name,make", [pytest.param(name, make, id=name, marks=() if name in _FAST
                                                     else pytest.mark.slow) for name, make in _auto_instances()])
-def test_auto_is_never_below_lbfgs(name: str, make, formulation: str) -> None:
-    # algorithm="auto" (Newton on the quadratic relaxation; L-BFGS from the same start where the constraint binds)
-    # against L-BFGS alone, an independent method on the same concave k-dual D_k. Where the relaxed plan has at
-    # most k nonzeros per column its potentials maximise D_k (no duality gap: see sparse._auto_sparse) and both
-    # runs end with marginal error <= tol = 1e-6, so the values differ by at most ~tol * (|alpha| + |beta|)_inf;
-    # elsewhere auto's second phase *is* that L-BFGS run, so the values agree to rounding. The same for the
-    # semi-dual (its value at the relaxation's alpha is maximal when the relaxed plan is k-sparse).
+def test_auto_returns_a_feasible_k_sparse_plan(name: str, make, formulation: str) -> None:
+    # algorithm="auto" (Newton on the quadratic relaxation; polishing and L-BFGS where the constraint binds) must
+    # return a plan with at most k nonzeros per column meeting tol = 1e-6 on all 18 instances. Its objective is
+    # bounded below by the dual value of L-BFGS alone, an independent method on the same concave k-(semi-)dual
+    # (weak duality), up to what a plan missing the marginals by e can undercut: e * max(C + gamma P).
+    # Without polishing, L-BFGS alone does not converge on 16 of these 36 cases (the relaxation gap).
     problem = make()
-    k = problem.regularization.k
+    k, gamma = problem.regularization.k, problem.regularization.gamma
     reference = sparse_ot(problem, algorithm="lbfgs", formulation=formulation)
     auto = sparse_ot(problem, formulation=formulation)
-    scale = max(np.abs(np.concatenate(auto.x.potentials)).max(), 1.0)
-    assert auto.x.dual_objective >= reference.x.dual_objective - 1e-6 * scale
-    assert auto.info["max_nonzeros_per_column"] <= k and np.all(np.isfinite(auto.x.plan))
-    if auto.info["algorithm"] == "newton":
-        assert auto.success and auto.residuals["marginal_error"] <= 1e-6
-        # no duality gap: the k-sparse plan's primal objective equals the dual value up to the marginal error
+    plan = auto.x.plan
+    assert auto.success, auto.message
+    assert auto.info["max_nonzeros_per_column"] <= k and np.all(np.isfinite(plan)) and np.all(plan >= 0)
+    error = np.abs(plan.sum(axis=1) - problem.a).sum() + np.abs(plan.sum(axis=0) - problem.b).sum()
+    assert error <= 1e-6
+    slack = error * (float(np.max(problem.cost)) + gamma * plan.max()) + 1e-12
+    assert auto.fun >= reference.x.dual_objective - slack
+    assert auto.info["duality_gap"] >= -slack
+    if auto.info["algorithm"] == "newton":  # the relaxed plan is k-sparse: no duality gap (see sparse._auto_sparse)
+        scale = max(np.abs(np.concatenate(auto.x.potentials)).max(), 1.0)
         assert auto.info["duality_gap"] == pytest.approx(0.0, abs=1e-6 * scale)
-    else:
-        assert auto.x.dual_objective == pytest.approx(reference.x.dual_objective, abs=1e-12)
-        assert [p["phase"] for p in auto.info["phases"]] == ["newton (quadratic relaxation)",
-                                                             f"lbfgs (k-{formulation})"]
+    elif auto.info["algorithm"] == "newton+polish":  # accepted at the relaxation: within POLISH_ACCEPT_GAP
+        assert auto.info["duality_gap"] <= 1e-4 * abs(auto.fun)
+    else:  # the L-BFGS phase ran: its dual value is the lower bound when it is the higher one
+        assert auto.x.dual_objective >= reference.x.dual_objective - 1e-12
+        names = [p["phase"] for p in auto.info["phases"]]
+        assert names[0] == "newton (quadratic relaxation)" and f"lbfgs (k-{formulation})" in names
 
 
 def test_auto_two_phases_history_callback_and_limits() -> None:
@@ -326,7 +332,8 @@ def test_auto_two_phases_history_callback_and_limits() -> None:
 
     problem = point_clouds(60, seed=0, regularization=SparsityConstrained(2, 0.1))  # the constraint binds
     seen = []
-    result = sparse_ot(problem, callback=lambda state: seen.append(state.nit))
+    # without polishing: Newton, then L-BFGS (with it, see test_auto_polish_phases_history_and_callback)
+    result = sparse_ot(problem, callback=lambda state: seen.append(state.nit), polish=False)
     phases = result.info["phases"]
     assert result.info["algorithm"] == "newton+lbfgs" and len(phases) == 2
     assert result.nit == phases[0]["nit"] + phases[1]["nit"] == result.counts["iterations"]
@@ -337,9 +344,31 @@ def test_auto_two_phases_history_callback_and_limits() -> None:
     assert set(np.unique(history["phase"])) == {1.0, 2.0}
     # limits apply to the total
     for cap in (1, phases[0]["nit"], phases[0]["nit"] + 3):
-        limited = sparse_ot(problem, max_iter=cap, tol=1e-300)
+        limited = sparse_ot(problem, max_iter=cap, tol=1e-300)  # polishing cannot meet tol = 1e-300 either
         assert limited.status is optkit.Status.MAX_ITER and limited.nit == cap
         assert limited.info["max_nonzeros_per_column"] <= 2
-    stopped = sparse_ot(problem, callback=lambda state: state.nit >= phases[0]["nit"] + 2)
+    stopped = sparse_ot(problem, callback=lambda state: state.nit >= phases[0]["nit"] + 2, polish=False)
     assert stopped.status is optkit.Status.CALLBACK_STOP and stopped.nit == phases[0]["nit"] + 2
     assert sparse_ot(problem, time_limit=1e-9).status is optkit.Status.TIME_LIMIT
+
+
+def test_auto_polish_phases_history_and_callback() -> None:
+    from optkit.problems.library.transport_instances import point_clouds
+
+    # The relaxation's polished plan has a relative gap of 2.9e-4 > POLISH_ACCEPT_GAP here, so L-BFGS runs, is
+    # polished in turn, and the lower-objective plan is returned with the higher dual value.
+    problem = point_clouds(60, seed=0, regularization=SparsityConstrained(2, 0.1))
+    seen = []
+    result = sparse_ot(problem, callback=lambda state: seen.append(state.nit))
+    phases = result.info["phases"]
+    assert result.success and result.info["algorithm"] == "newton+lbfgs+polish+choice"
+    assert [p["phase"] for p in phases] == ["newton (quadratic relaxation)", "polish", "lbfgs (k-dual)", "polish"]
+    assert result.nit == phases[0]["nit"] + phases[2]["nit"] == result.counts["iterations"]
+    assert result.counts["polish_rounds"] == phases[1]["rounds"] + phases[3]["rounds"]
+    assert seen == list(range(1, result.nit))  # polishing calls no callback; every other iteration but the last
+    history = result.history
+    assert set(np.unique(history["phase"])) == {1.0, 2.0, 3.0, 4.0} and np.all(np.diff(history["time"]) >= 0)
+    assert np.all(np.diff(history["nit"]) >= 0) and history["nit"][-1] == result.nit
+    reference = sparse_ot(problem, algorithm="lbfgs", polish=False)
+    assert result.x.dual_objective == pytest.approx(reference.x.dual_objective, abs=1e-12)
+    assert result.fun <= sparse_ot(problem, polish=True, max_iter=phases[0]["nit"]).fun  # the better plan

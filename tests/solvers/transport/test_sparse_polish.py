@@ -1,0 +1,168 @@
+"""``sparse-ot``'s polishing step (a feasible k-sparse plan where the relaxation has a gap).
+
+References we did not write: an enumeration of every k-sparse support with CVXPY/Clarabel solving the QP on each
+(the exact nonconvex optimum on a 4 x 3 instance), SciPy's ``linear_sum_assignment`` (the exact k = 1 optimum for
+uniform square marginals: a permutation), and the dual value of our independent L-BFGS run (a lower bound on the
+nonconvex optimum by weak duality).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import optkit
+from optkit.problems.library.transport_instances import point_clouds
+from optkit.problems.transport import SparsityConstrained, TransportProblem
+from optkit.solvers.transport._sparse_polish import _prune, _unbalanced, polish
+from optkit.solvers.transport.sparse import dense_plan, sparse_ot
+
+TOL = 1e-6  # sparse_ot's default
+
+
+def _feasible_k_sparse(result, problem: TransportProblem, k: int, tol: float = TOL) -> None:
+    plan = result.x.plan
+    assert result.success, result.message
+    assert np.all(np.isfinite(plan)) and np.all(plan >= 0)
+    assert (plan > 0).sum(axis=0).max() <= k
+    error = np.abs(plan.sum(axis=1) - problem.a).sum() + np.abs(plan.sum(axis=0) - problem.b).sum()
+    assert error <= tol
+    # the reported objective and gap are those of the returned plan and potentials
+    cost = np.asarray(problem.cost)
+    gamma = problem.regularization.gamma
+    assert result.fun == pytest.approx(float((cost * plan).sum() + 0.5 * gamma * (plan**2).sum()), abs=1e-14)
+    assert result.info["duality_gap"] == pytest.approx(result.fun - result.x.dual_objective, abs=1e-14)
+
+
+def _brute_force(problem: TransportProblem, k: int) -> float:
+    """The nonconvex optimum: the QP on every support with exactly k rows per column (a plan on fewer rows lies on
+    one of them), by CVXPY/Clarabel."""
+    cp = pytest.importorskip("cvxpy")
+    cost, a, b = (np.asarray(v) for v in (problem.cost, problem.a, problem.b))
+    n, m = cost.shape
+    gamma = problem.regularization.gamma
+    plan = cp.Variable((n, m))
+    mask = cp.Parameter((n, m), nonneg=True)
+    qp = cp.Problem(cp.Minimize(cp.sum(cp.multiply(cost, plan)) + gamma / 2 * cp.sum_squares(plan)),
+                    [cp.sum(plan, axis=1) == a, cp.sum(plan, axis=0) == b, plan >= 0, plan <= mask])
+    best = np.inf
+    for support in itertools.product(list(itertools.combinations(range(n), k)), repeat=m):
+        pattern = np.zeros((n, m))
+        for j, rows in enumerate(support):
+            pattern[list(rows), j] = 1.0
+        mask.value = pattern
+        qp.solve(solver=cp.CLARABEL)
+        if qp.status == "optimal":
+            best = min(best, qp.value)
+    return best
+
+
+@pytest.mark.parametrize("seed", [1, 3, 5])
+@pytest.mark.parametrize("formulation", ["dual", "semi-dual"])
+def test_reaches_the_brute_force_optimum(seed: int, formulation: str) -> None:
+    # 4 x 3 random costs, uniform marginals, k = 2, gamma = 0.5: the quadratic plan is dense, the constraint binds
+    # and (seeds 1, 5) the relaxation has a gap, so the plan comes from polishing.
+    rng = np.random.default_rng(seed)
+    problem = TransportProblem(np.full(4, 0.25), np.full(3, 1 / 3), rng.random((4, 3)),
+                               regularization=SparsityConstrained(2, 0.5))
+    optimum = _brute_force(problem, 2)
+    result = sparse_ot(problem, formulation=formulation)
+    _feasible_k_sparse(result, problem, 2)
+    # The plan meets the marginals to tol = 1e-6, so its objective may undercut the optimum by about tol times the
+    # potentials' size (here < 1); Clarabel's QP values are accurate to ~1e-8.
+    assert result.fun == pytest.approx(optimum, abs=2e-6)
+    assert result.x.dual_objective <= optimum + 2e-6  # weak duality
+    if seed in (1, 5):
+        assert "polish" in result.info["algorithm"] and result.info["polish"]["success"]
+
+
+@pytest.mark.parametrize("name,n,gamma", [("clouds60-g0.1", 60, 0.1), ("clouds60-g0.01", 60, 0.01)])
+def test_k_one_is_a_permutation_between_the_bounds(name: str, n: int, gamma: float) -> None:
+    # k = 1 with uniform n x n marginals: a feasible plan is a permutation / n, the optimum is the assignment
+    # optimum / n + gamma / (2 n). At gamma = 0.1 the pruned supports become infeasible and the LP-vertex step runs.
+    from scipy.optimize import linear_sum_assignment
+
+    problem = point_clouds(n, seed=0, regularization=SparsityConstrained(1, gamma))
+    cost = np.asarray(problem.cost)
+    rows, cols = linear_sum_assignment(cost)
+    optimum = cost[rows, cols].sum() / n + gamma / (2 * n)
+    reference = sparse_ot(problem, algorithm="lbfgs")  # an independent lower bound
+    for formulation in ("dual", "semi-dual"):
+        result = sparse_ot(problem, formulation=formulation)
+        _feasible_k_sparse(result, problem, 1)
+        assert np.allclose(np.sort(result.x.plan.max(axis=0)), 1 / n) and np.all((result.x.plan > 0).sum(1) == 1)
+        # a plan that misses the marginals by e (L1) can undercut the optimum by about e * max(C + gamma P)
+        slack = sum(result.x.marginal_error) * (cost.max() + gamma) + 1e-12
+        assert reference.x.dual_objective - 1e-12 <= optimum <= result.fun + slack
+        assert result.x.dual_objective <= optimum + 1e-12
+    # measured: the semi-dual's L-BFGS phase reaches the assignment optimum itself
+    assert sparse_ot(problem, formulation="semi-dual").fun == pytest.approx(optimum, rel=1e-9)
+
+
+def test_binding_clouds_polished_at_the_relaxation() -> None:
+    # the issue's instance family (2-D clouds, gamma = 1e-2, k = 2) at n = 300: the quadratic relaxation's plan has
+    # columns with more than 2 nonzeros and L-BFGS stalls above tol; polishing its potentials gives a feasible
+    # 2-sparse plan whose relative gap is within POLISH_ACCEPT_GAP, so the run ends there.
+    problem = point_clouds(300, seed=0, regularization=SparsityConstrained(2, 1e-2))
+    result = sparse_ot(problem)
+    _feasible_k_sparse(result, problem, 2)
+    assert result.info["algorithm"] == "newton+polish"
+    assert [phase["phase"] for phase in result.info["phases"]] == ["newton (quadratic relaxation)", "polish"]
+    assert 0 <= result.info["duality_gap"] <= 1e-4 * result.fun
+    assert result.counts["polish_rounds"] == result.info["polish"]["rounds"] >= 2
+    history = result.history
+    assert set(np.unique(history["phase"])) == {1.0, 2.0} and np.all(np.diff(history["time"]) >= 0)
+    # the relaxation's plan was not 2-sparse; without polishing the same default ends above tol
+    unpolished = sparse_ot(problem, polish=False, max_iter=500)
+    assert not unpolished.success and "polish" not in unpolished.info
+    assert unpolished.residuals["marginal_error"] > TOL
+
+
+def test_numpy_and_numba_restricted_solves_agree() -> None:
+    problem = point_clouds(50, seed=2, regularization=SparsityConstrained(2, 0.05))
+    cost, a, b = (np.asarray(v) for v in (problem.cost, problem.a, problem.b))
+    relaxed = sparse_ot(problem.with_regularization(optkit.problems.transport.Quadratic(0.05)), tol=1e-10)
+    x = np.concatenate(relaxed.x.potentials)
+    plans = []
+    for backend in ("numpy", "numba"):
+        out = polish(cost, a, b, 0.05, 2, x, backend=backend, tol=1e-9, max_iter=10_000)
+        assert out.success, out.message
+        plans.append(dense_plan(out.rows, out.values, cost.shape))
+    assert (plans[0] > 0).sum(axis=0).max() <= 2
+    np.testing.assert_allclose(plans[0], plans[1], atol=1e-12)
+
+
+def test_pruning_keeps_every_component_balanced() -> None:
+    # Masses 1/3 on rows 0, 1, 2 and columns 0, 1, 2. Column 0 holds rows 0, 1, 2 (values 0.01, 0.2, 0.03),
+    # column 1 row 1, column 2 row 2; k = 2. Dropping column 0's smallest entry, row 0's, would leave row 0 without
+    # an entry (a component with row mass and no column mass): the drop is undone and row 2's entry, the next
+    # smallest, goes instead (components {r0, r1, c0, c1} and {r2, c2}, both balanced).
+    third = 1 / 3
+    rows = np.array([0, 1, 2, 1, 2])
+    cols = np.array([0, 0, 0, 1, 2])
+    vals = np.array([0.01, 0.2, 0.03, 0.1, 0.3])
+    signed = np.concatenate([np.full(3, third), -np.full(3, third)])
+    keep, dropped = _prune(rows, cols, vals, 2, signed, 3, 3, 1e-12)
+    assert dropped == 1 and keep.tolist() == [True, True, False, True, True]
+    assert not np.any(_unbalanced(rows[keep], cols[keep], signed, 3, 3, 1e-12))
+
+
+def test_failure_is_reported_not_hidden() -> None:
+    # k = 1 with masses that cannot be partitioned: rows 0.5, 0.5 and columns 0.4, 0.3, 0.3 (no subset of the
+    # columns sums to 0.5), so no 1-sparse plan meets the marginals; the run must not claim success.
+    problem = TransportProblem(np.array([0.5, 0.5]), np.array([0.4, 0.3, 0.3]),
+                               np.array([[0.0, 1.0, 0.2], [1.0, 0.0, 0.3]]),
+                               regularization=SparsityConstrained(1, 0.1))
+    for formulation in ("dual", "semi-dual"):
+        result = sparse_ot(problem, formulation=formulation, max_iter=300)
+        assert not result.success
+        assert "polish" in result.message.lower() and not result.info["polish"]["success"]
+        assert np.all(np.isfinite(result.x.plan)) and (result.x.plan > 0).sum(axis=0).max() <= 1
+
+
+def test_polish_must_be_a_bool() -> None:
+    problem = point_clouds(10, seed=0, regularization=SparsityConstrained(2, 0.1))
+    with pytest.raises(TypeError, match="polish"):
+        sparse_ot(problem, polish="yes")
