@@ -65,6 +65,20 @@ def test_gaussian_mixtures_and_color_transfer() -> None:
     _check(problem, (50, 40))
     a = np.asarray(problem.a)
     assert np.argmax(a) in range(8, 12)  # the first mode at 0.2 on a 50-point grid of [0, 1]
+    # quantiles with uniform weights: SciPy's mixture CDF at the points is (i + 1/2) / n
+    from scipy.stats import norm
+
+    quantiles = lib.gaussian_mixtures_1d(30, 20, points="quantiles")
+    _check(quantiles, (30, 20))
+    assert np.allclose(quantiles.a, 1 / 30) and np.allclose(quantiles.b, 1 / 20)
+    x = lib._mixture_quantiles(30, *lib.MIXTURE_SOURCE)
+    y = lib._mixture_quantiles(20, *lib.MIXTURE_TARGET)
+    np.testing.assert_allclose(quantiles.cost, (x[:, None] - y[None, :]) ** 2, rtol=0, atol=0)
+    for points, (means, stds, weights) in ((x, lib.MIXTURE_SOURCE), (y, lib.MIXTURE_TARGET)):
+        cdf = sum(w * norm.cdf(points, mu, sd) for mu, sd, w in zip(means, stds, weights))
+        np.testing.assert_allclose(cdf, (np.arange(points.size) + 0.5) / points.size, atol=1e-9)
+    with pytest.raises(ValueError, match="points"):
+        lib.gaussian_mixtures_1d(10, points="random")
     colors = lib.color_transfer(60, 50, seed=0)
     _check(colors, (60, 50))
     assert np.max(colors.cost) <= 3.0
