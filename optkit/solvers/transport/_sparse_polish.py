@@ -41,7 +41,9 @@ The returned plan meets the marginals to ``tol`` with at most k nonzeros per col
 bound on the nonconvex optimum, and the (semi-)dual value at x a lower bound (weak duality): their difference, the
 duality gap the result reports, bounds the plan's suboptimality. The step is a heuristic and can fail (with k = 1
 and general marginals a feasible plan sends each column's whole mass to one row, an exact partition of the column
-masses among the rows: NP-hard in general); it then says so, and the caller keeps the dual's own plan. Measured on 2-D point clouds with n = 1000, k = 2, gamma = 1e-2,
+masses among the rows: NP-hard in general; and when k m < n + m - 1 no connected support is k-sparse, so a
+feasible plan needs components whose masses balance exactly, which pruning seldom finds: a 30 x 20 uniform
+instance with k = 2 fails); it then says so, and the caller keeps the dual's own plan. Measured on 2-D point clouds with n = 1000, k = 2, gamma = 1e-2,
 from the quadratic relaxation's potentials: 2 rounds (41 Newton steps, 0.04 s), a relative gap of 2.5e-6
 (``benchmarks/README.md``); on the 36 small test cases the k = 1 instances with gamma = 0.1 needed step 4.
 """

@@ -166,3 +166,30 @@ def test_polish_must_be_a_bool() -> None:
     problem = point_clouds(10, seed=0, regularization=SparsityConstrained(2, 0.1))
     with pytest.raises(TypeError, match="polish"):
         sparse_ot(problem, polish="yes")
+
+
+def test_zero_mass_points() -> None:
+    # 30 x 30 clouds with a zero-mass row and column, k = 2 binding at gamma = 0.1: the polished plan leaves them
+    # empty. (Rectangular shapes are covered by the 4 x 3 brute-force test. A 30 x 20 uniform instance with k = 2
+    # is one the heuristic does not solve: a feasible plan needs 10 components of 3 rows and 2 columns, each a
+    # path, since 2 entries per column give 40 < n + m - 1 = 49 entries, too few for a connected support.)
+    problem = point_clouds(30, 30, seed=1, regularization=SparsityConstrained(2, 0.1))
+    a, b = np.asarray(problem.a).copy(), np.asarray(problem.b).copy()
+    a[3], b[5] = 0.0, 0.0
+    problem = TransportProblem(a / a.sum(), b / b.sum(), problem.cost, regularization=problem.regularization)
+    for formulation in ("dual", "semi-dual"):
+        result = sparse_ot(problem, formulation=formulation)
+        _feasible_k_sparse(result, problem, 2)
+        assert not result.x.plan[3].any() and not result.x.plan[:, 5].any()
+
+
+def test_jax_backend_runs_are_polished_too() -> None:
+    pytest.importorskip("jax")
+    problem = point_clouds(24, seed=0, regularization=SparsityConstrained(1, 0.1))
+    result = sparse_ot(problem, formulation="semi-dual", backend="jax", algorithm="lbfgs", max_iter=200)
+    unpolished = sparse_ot(problem, formulation="semi-dual", backend="jax", algorithm="lbfgs", max_iter=200,
+                           polish=False)
+    if not unpolished.success:  # the relaxation gap: polishing (Numba restricted solves) must give a k-sparse plan
+        assert result.info["algorithm"] == "lbfgs+polish"
+    _feasible_k_sparse(result, problem, 1)
+    assert result.backend == "jax"
