@@ -29,23 +29,23 @@ What this step does (our construction, not the paper's). From potentials :math:`
    are dropped at once; the drops that leave a component unbalanced are restored (this leaves every component
    balanced again: the pieces left out all are balanced), and those columns then try their other entries one at a
    time. Go to 2, or to 4 if no entry could be dropped.
-4. Once per run (a second time, or with no feasible support yet, the step ends unsuccessful): take the last support on which the
-   restricted problem met ``tol`` and replace it by the support of a vertex of the transportation polytope on it,
-   a basic optimal solution of the linear program :math:`\\min \\langle C + \\gamma P, T\\rangle` (P that support's
-   plan, so :math:`C + \\gamma P` is the objective's gradient there) by HiGHS' dual simplex
-   (:func:`scipy.optimize.linprog`). A vertex's support is a forest, at most n + m - 1 entries; with k = 1 and
-   equal uniform marginals the vertices are the permutations (Birkhoff-von Neumann), so every column has one
-   entry. Go to 2.
+4. Once per run (a second time, or with no feasible support yet, the step ends unsuccessful): take the last support
+   on which the restricted problem met ``tol`` and replace it by the support of a vertex of the transportation
+   polytope on it, a basic optimal solution of the linear program :math:`\\min \\langle C + \\gamma P, T\\rangle` (P
+   that support's plan, so :math:`C + \\gamma P` is the objective's gradient there) by HiGHS' dual simplex
+   (:func:`scipy.optimize.linprog`). A vertex's support is a forest, at most n + m - 1 entries; with k = 1 and equal
+   uniform marginals the vertices are the permutations (Birkhoff-von Neumann), so every column has one entry. Go to
+   2.
 
 The returned plan meets the marginals to ``tol`` with at most k nonzeros per column, so its objective is an upper
 bound on the nonconvex optimum, and the (semi-)dual value at x a lower bound (weak duality): their difference, the
 duality gap the result reports, bounds the plan's suboptimality. The step is a heuristic and can fail (with k = 1
 and general marginals a feasible plan sends each column's whole mass to one row, an exact partition of the column
-masses among the rows: NP-hard in general; and when k m < n + m - 1 no connected support is k-sparse, so a
-feasible plan needs components whose masses balance exactly, which pruning seldom finds: a 30 x 20 uniform
-instance with k = 2 fails); it then says so, and the caller keeps the dual's own plan. Measured on 2-D point clouds with n = 1000, k = 2, gamma = 1e-2,
-from the quadratic relaxation's potentials: 2 rounds (41 Newton steps, 0.04 s), a relative gap of 2.5e-6
-(``benchmarks/README.md``); on the 36 small test cases the k = 1 instances with gamma = 0.1 needed step 4.
+masses among the rows: NP-hard in general; and when k m < n + m - 1 no connected support is k-sparse, so a feasible
+plan needs components whose masses balance exactly, which pruning seldom finds: a 30 x 20 uniform instance with k =
+2 fails); it then says so, and the caller keeps the dual's own plan. Measured on 2-D point clouds with n = 1000, k =
+2, gamma = 1e-2, from the quadratic relaxation's potentials: 2 rounds (41 Newton steps, 0.04 s), a relative gap of
+2.5e-6 (``benchmarks/README.md``); on the 36 small test cases the k = 1 instances with gamma = 0.1 needed step 4.
 """
 
 from __future__ import annotations

@@ -182,7 +182,8 @@ def sparse_ot(
         with that plan; the potentials and ``dual_objective`` stay the dual method's, a lower bound on the optimum,
         so ``info["duality_gap"]`` bounds the plan's suboptimality; ``info["polish"]`` reports the rounds. Otherwise
         the dual's own plan is returned as before, with the polishing's message appended. Restricted solves run on
-        NumPy or Numba (Numba for ``backend="jax"``); their Newton steps count towards ``max_iter``.
+        NumPy or Numba (Numba for ``backend="jax"``); their Newton steps are not part of ``max_iter`` (at most 30
+        rounds of 200; ``counts["polish_newton_steps"]``), ``time_limit`` covers them.
     time_limit
         Seconds after which the run stops with ``TIME_LIMIT``.
     init
@@ -592,10 +593,12 @@ def _maybe_polish(problem: TransportProblem, cost: np.ndarray, a: np.ndarray, b:
                   max_iter: int, time_limit: float | None, algorithm: str, start: np.ndarray | None = None,
                   reason: str | None = None) -> tuple[dict[str, Any], Any, str]:
     """The ``polish=True`` step (:mod:`optkit.solvers.transport._sparse_polish`) after a run that ended ``STALLED``
-    or ``MAX_ITER`` above ``tol`` with ``k < n`` (or, given a ``reason`` for the message, after any run, from
-    ``start`` if given): returns ``(best, outcome,
-    algorithm)``, replaced by the polished plan and a ``CONVERGED`` outcome when the step succeeds, else the run's
-    own with the step's message appended. ``counts`` gains the step's work."""
+    or ``MAX_ITER`` above ``tol`` with ``k < n`` (or, given a ``reason`` for the message, after any run; from
+    ``start`` if given, else from the run's potentials).
+
+    Returns ``(best, outcome, algorithm)``: the polished plan with the run's potentials and dual value, and a
+    ``CONVERGED`` outcome, when the step succeeds; else the run's own, with the step's message appended.
+    ``counts`` gains the step's work."""
     from optkit.solvers.transport._sparse_polish import MAX_ROUNDS, ROUND_STEPS
     from optkit.solvers.transport._sparse_polish import polish as run_polish
 
@@ -614,24 +617,25 @@ def _maybe_polish(problem: TransportProblem, cost: np.ndarray, a: np.ndarray, b:
     report = {"success": out.success, "message": out.message, "rounds": out.rounds,
               "newton_steps": out.newton_steps, "wall_time": out.wall_time, "start_marginal_error": best["error"],
               "records": out.records}
-    records = History({key: [float(r[key]) for r in out.records] for key in ("time", "marginal_error",
-                                                                            "violating_columns")}
-                      | {"nit": np.zeros(len(out.records))}) if out.records else History()
+    columns = {key: [float(record[key]) for record in out.records]
+               for key in ("time", "marginal_error", "violating_columns")}
+    records = History({**columns, "nit": np.zeros(len(out.records))}) if out.records else History()
     history = _history([outcome.history, records], [outcome.nit], [outcome.wall_time])
     wall_time = outcome.wall_time + out.wall_time
     name = "dual" if dual else "semi-dual"
     if reason is None:
-        reason = (f"The {name} had stopped {outcome.status.name} at {best['error']:.3e}: for k < n its plan can miss "
-                  "the marginals (a relaxation gap).")
+        reason = (f"The {name} had stopped {outcome.status.name} at {best['error']:.3e}: for k < n its plan can "
+                  "miss the marginals (a relaxation gap).")
     if not out.success:
         message = f"{outcome.message} Polishing found no k-sparse plan within tol: {out.message}."
         return {**best, "polish": report}, _Outcome(outcome.status, message, outcome.nit, history, wall_time), \
             algorithm
     plan = dense_plan(out.rows, out.values, problem.shape)
     objective = float(np.sum(cost * plan)) + 0.5 * gamma * float(np.sum(plan * plan))
+    gap = objective - best["value"]
     message = (f"sparse-ot: converged by polishing (L1 marginal error {out.error:.3e} <= {tol:g}, at most k = {k} "
-               f"nonzeros per column; {out.message}). {reason} The plan's objective is within the duality gap {objective - best['value']:.3e} of the optimum (the {name} "
-               "value at the returned potentials is a lower bound).")
+               f"nonzeros per column; {out.message}). {reason} The plan's objective is within the duality gap "
+               f"{gap:.3e} of the optimum (the {name} value at the returned potentials is a lower bound).")
     polished = {"x": x, "value": best["value"], "rows": out.rows, "values": out.values, "error": out.error,
                 "polish": report}
     return polished, _Outcome(Status.CONVERGED, message, outcome.nit, history, wall_time), algorithm + "+polish"
