@@ -139,13 +139,16 @@ def _components(rows: np.ndarray, cols: np.ndarray, n: int, m: int) -> np.ndarra
 
 def _unbalanced(rows: np.ndarray, cols: np.ndarray, signed_mass: np.ndarray, n: int, m: int,
                 slack: float) -> np.ndarray:
-    """Labels per node, and whether each node lies in a component whose row and column masses differ by > slack."""
+    """Per node (rows, then columns): whether it lies in a component whose row and column masses differ by more
+    than ``slack`` (``signed_mass`` = ``(a, -b)``)."""
     labels = _components(rows, cols, n, m)
     imbalance = np.bincount(labels, weights=signed_mass)
     return np.abs(imbalance[labels]) > slack
 
 
 def _initial_support(x: np.ndarray, cost: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1: the entries with a positive score at ``x``, plus the best-scoring entry of each row or column with
+    positive mass and none of them (rows and columns, as index arrays)."""
     n = a.size
     scores = x[:n, None] + x[None, n:] - cost
     rows, cols = np.nonzero(scores > 0.0)
