@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["convergence_figure", "save_convergence_plot"]
+__all__ = ["convergence_figure", "save_convergence_plot", "save_png"]
 
 _NOT_RESIDUALS = {"nit", "time"}
 
@@ -99,10 +99,14 @@ def save_convergence_plot(
     records: Sequence[Mapping[str, Any]], path: str | Path, *, residual: str | None = None, title: str = ""
 ) -> bool:
     """Draw :func:`convergence_figure` and save it to ``path`` (PNG); ``False`` when there was nothing to plot."""
-    fig = convergence_figure(records, residual=residual, title=title)
+    return save_png(convergence_figure(records, residual=residual, title=title), path) is not None
+
+
+def save_png(fig: Any, path: str | Path) -> Path | None:
+    """Save a figure to ``path`` (PNG, 110 dpi, parent folders created); ``None`` (nothing written) for no figure."""
     if fig is None:
-        return False
+        return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    return True
+    return path

@@ -215,3 +215,51 @@ def test_enrichment_keeps_the_plan_k_sparse_and_lowers_the_objective(monkeypatch
         assert np.abs(plan.sum(1) - a).sum() + np.abs(plan.sum(0) - b).sum() <= 1e-9
         objectives.append(float((cost * plan).sum() + 0.05 * (plan**2).sum()))
     assert objectives[0] < objectives[1] - 1e-5
+
+
+def test_greedy_support_when_pruning_fails() -> None:
+    # Random costs and random marginals (40 x 30, k = 3): pruning the relaxation's support leaves columns above k
+    # (every further drop unbalances a component), and the column-by-column construction (step 6) gives the plan.
+    from optkit.solvers.transport._sparse_polish import _greedy_support
+
+    rng = np.random.default_rng(2)
+    cost = rng.random((40, 30))
+    a, b = rng.random(40) + 0.05, rng.random(30) + 0.05
+    a, b = a / a.sum(), b / b.sum()
+    problem = TransportProblem(a, b, cost, regularization=SparsityConstrained(3, 0.05))
+    result = sparse_ot(problem, max_iter=1000)
+    _feasible_k_sparse(result, problem, 3)
+    assert "greedy support" in result.info["polish"]["message"]
+    # the construction itself, with the quadratic relaxation's alpha as polishing uses it: a feasible plan with at
+    # most k entries per column (None when it gets stuck, as with alpha = 0 on this instance)
+    from optkit.problems.transport import Quadratic
+
+    alpha = sparse_ot(problem.with_regularization(Quadratic(0.05)), tol=1e-9).x.potentials[0]
+    assert _greedy_support(cost, a, b, 3, np.zeros(40), 1e-15) is None
+    rows, cols, values = _greedy_support(cost, a, b, 3, alpha, 1e-15)
+    plan = np.zeros((40, 30))
+    np.add.at(plan, (rows, cols), values)
+    assert np.all(values > 0) and (plan > 0).sum(axis=0).max() <= 3
+    np.testing.assert_allclose(plan.sum(axis=1), a, atol=1e-15)
+    np.testing.assert_allclose(plan.sum(axis=0), b, atol=1e-15)
+    assert _greedy_support(cost, a, b, 1, alpha, 1e-15) is None  # k = 1: no exact partition of the masses
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_marginals_never_give_a_false_success(seed: int) -> None:
+    # Random costs and random marginals, k = 1 (no exact partition of the masses: must not succeed) and k = 4
+    # (k m well above n + m - 1: a plan is found). Whatever the outcome: finite, at most k nonzeros per column, and
+    # a success only with a plan that meets tol.
+    rng = np.random.default_rng(seed)
+    cost = rng.random((30, 25))
+    a, b = rng.random(30) + 0.05, rng.random(25) + 0.05
+    for k in (1, 4):
+        problem = TransportProblem(a / a.sum(), b / b.sum(), cost, regularization=SparsityConstrained(k, 0.05))
+        for formulation in ("dual", "semi-dual"):
+            result = sparse_ot(problem, formulation=formulation, max_iter=500)
+            plan = result.x.plan
+            assert np.all(np.isfinite(plan)) and (plan > 0).sum(axis=0).max() <= k
+            if k == 1:
+                assert not result.success
+            else:
+                _feasible_k_sparse(result, problem, k)
