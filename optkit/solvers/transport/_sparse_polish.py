@@ -78,7 +78,7 @@ from optkit.solvers.transport._sparse_newton import (
     solve_newton,
 )
 
-__all__ = ["PolishOutcome", "polish"]
+__all__ = ["PolishOutcome", "plan_objective", "polish"]
 
 MAX_ROUNDS = 30
 ENRICH_ROUNDS = 20  # step 5's rounds at most
@@ -250,7 +250,9 @@ def _solve_on(rows: np.ndarray, cols: np.ndarray, x0: np.ndarray, out: PolishOut
     return outcome, best
 
 
-def _objective(cost: np.ndarray, gamma: float, rows: np.ndarray, values: np.ndarray) -> float:
+def plan_objective(cost: np.ndarray, gamma: float, rows: np.ndarray, values: np.ndarray) -> float:
+    """:math:`\\langle C, P\\rangle + \\tfrac\\gamma2\\|P\\|^2` of a plan in the oracles' padded ``(rows, values)``
+    format (``-1`` = no entry)."""
     mask = rows >= 0
     columns = np.broadcast_to(np.arange(rows.shape[1]), rows.shape)[mask]
     return float(np.sum(cost[rows[mask], columns] * values[mask])) + 0.5 * gamma * float(np.sum(values[mask] ** 2))
@@ -275,9 +277,9 @@ def _additions(cost: np.ndarray, alpha: np.ndarray, beta: np.ndarray, rows: np.n
         for slot in range(rows.shape[0]):  # the column's own entries are not candidates
             own = present[slot, cols]
             scores[rows[slot, cols[own]], np.nonzero(own)[0]] = -np.inf
-        width = int(room[cols].max())
-        top = np.argpartition(-scores, min(width, n - 1), axis=0)[:width] if width < n else \
-            np.argsort(-scores, axis=0)
+        width = min(int(room[cols].max()), n)
+        top = np.argpartition(-scores, width - 1, axis=0)[:width]  # each column's width best, unordered
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=0), axis=0), axis=0)
         for position in range(top.shape[0]):
             candidate = top[position]
             value = scores[candidate, np.arange(cols.size)]
@@ -293,7 +295,7 @@ def _enrich(cost: np.ndarray, a: np.ndarray, b: np.ndarray, gamma: float, k: int
             backend: str, tol: float, max_iter: int, began: float, time_limit: float | None, options: type) -> int:
     """Step 5 of the module docstring on a successful ``out`` (updated in place); returns the number of solves."""
     n, m = cost.shape
-    objective = _objective(cost, gamma, out.rows, out.values)
+    objective = plan_objective(cost, gamma, out.rows, out.values)
     solves = 0
     for _ in range(ENRICH_ROUNDS):
         x = out.x
@@ -309,7 +311,7 @@ def _enrich(cost: np.ndarray, a: np.ndarray, b: np.ndarray, gamma: float, k: int
             break
         outcome, best = solved
         solves += 1
-        improved = _objective(cost, gamma, best["rows"], best["values"])
+        improved = plan_objective(cost, gamma, best["rows"], best["values"])
         out.records.append({"round": out.rounds + solves, "time": time.perf_counter() - began,
                             "marginal_error": best["error"], "support": int(rows.size), "violating_columns": 0,
                             "newton_steps": best["newton_steps"], "added": int(add_rows.size)})

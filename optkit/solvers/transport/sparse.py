@@ -544,10 +544,9 @@ def _polish_phase(report: dict[str, Any]) -> dict[str, Any]:
 
 def _objective(cost: np.ndarray, gamma: float, state: dict[str, Any]) -> float:
     """The primal objective of the plan in ``state`` (the oracles' ``(rows, values)`` format)."""
-    rows, values = state["rows"], state["values"]
-    mask = rows >= 0
-    columns = np.broadcast_to(np.arange(rows.shape[1]), rows.shape)[mask]
-    return float(np.sum(cost[rows[mask], columns] * values[mask])) + 0.5 * gamma * float(np.sum(values[mask] ** 2))
+    from optkit.solvers.transport._sparse_polish import plan_objective
+
+    return plan_objective(cost, gamma, state["rows"], state["values"])
 
 
 def _choose(cost: np.ndarray, gamma: float, tol: float, first: tuple, second: tuple, dual: bool) -> tuple:
@@ -599,7 +598,7 @@ def _maybe_polish(problem: TransportProblem, cost: np.ndarray, a: np.ndarray, b:
     Returns ``(best, outcome, algorithm)``: the polished plan with the run's potentials and dual value, and a
     ``CONVERGED`` outcome, when the step succeeds; else the run's own, with the step's message appended.
     ``counts`` gains the step's work."""
-    from optkit.solvers.transport._sparse_polish import MAX_ROUNDS, ROUND_STEPS
+    from optkit.solvers.transport._sparse_polish import MAX_ROUNDS, ROUND_STEPS, plan_objective
     from optkit.solvers.transport._sparse_polish import polish as run_polish
 
     n = cost.shape[0]
@@ -630,9 +629,7 @@ def _maybe_polish(problem: TransportProblem, cost: np.ndarray, a: np.ndarray, b:
         message = f"{outcome.message} Polishing found no k-sparse plan within tol: {out.message}."
         return {**best, "polish": report}, _Outcome(outcome.status, message, outcome.nit, history, wall_time), \
             algorithm
-    plan = dense_plan(out.rows, out.values, problem.shape)
-    objective = float(np.sum(cost * plan)) + 0.5 * gamma * float(np.sum(plan * plan))
-    gap = objective - best["value"]
+    gap = plan_objective(cost, gamma, out.rows, out.values) - best["value"]
     message = (f"sparse-ot: converged by polishing (L1 marginal error {out.error:.3e} <= {tol:g}, at most k = {k} "
                f"nonzeros per column; {out.message}). {reason} The plan's objective is within the duality gap "
                f"{gap:.3e} of the optimum (the {name} value at the returned potentials is a lower bound).")
