@@ -340,11 +340,13 @@ def polish(cost: np.ndarray, a: np.ndarray, b: np.ndarray, gamma: float, k: int,
     x0 = np.array(x, dtype=np.float64)
     feasible = None  # the support, values and potentials of the last restricted solve that met tol
     vertex_tried = False
+    budget_spent = False
     for round_ in range(1, max_rounds + 1):
         solved = _solve_on(rows, cols, x0, out, cost, a, b, gamma, backend=backend, tol=tol, max_iter=max_iter,
                            began=began, time_limit=time_limit, options=options)
         if solved is None:
             out.message = "the iteration or time budget ran out"
+            budget_spent = True
             break
         outcome, best = solved
         out.rounds = round_
@@ -388,7 +390,7 @@ def polish(cost: np.ndarray, a: np.ndarray, b: np.ndarray, gamma: float, k: int,
         rows, cols = rows[chosen], cols[chosen]
     else:
         out.message = f"{max_rounds} rounds did not remove every column with more than k = {k} nonzeros"
-    if not out.success and out.message != "the iteration or time budget ran out":
+    if not out.success and not budget_spent:
         # Step 6: a support built column by column
         support = _greedy_support(cost, a, b, k, np.asarray(x[:n], dtype=np.float64), 1e-3 * tol / (n + m))
         solved = None if support is None else _solve_on(
